@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_mipic import MatryoshkaConfig
 from .modeling_mipic import MatryoshkaModel, MatryoshkaModelOutput
+from .trainer import MIPICTrainer, MIPICTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -14,4 +15,11 @@ AutoModel.register(MatryoshkaConfig, MatryoshkaModel, exist_ok=True)
 MatryoshkaConfig.register_for_auto_class()
 MatryoshkaModel.register_for_auto_class("AutoModel")
 
-__all__ = ["MatryoshkaConfig", "MatryoshkaModel", "MatryoshkaModelOutput", "__version__"]
+__all__ = [
+    "MIPICTrainer",
+    "MIPICTrainingArguments",
+    "MatryoshkaConfig",
+    "MatryoshkaModel",
+    "MatryoshkaModelOutput",
+    "__version__",
+]

@@ -1,0 +1,25 @@
+"""MIPIC loss terms, one module per term of the paper, plus the baselines trained side by side."""
+
+from .base import EncodedText
+from .cka import linear_cka
+from .matryoshka import MatryoshkaTaskLoss
+from .mipic import PRESETS, MIPICLoss
+from .mrl import MRLLoss
+from .pic import PICLoss
+from .sia import SIALoss, topk_token_masks
+from .starbucks import StarbucksLoss
+from .twodmse import TwoDMSELoss
+
+__all__ = [
+    "PRESETS",
+    "EncodedText",
+    "MIPICLoss",
+    "MRLLoss",
+    "MatryoshkaTaskLoss",
+    "PICLoss",
+    "SIALoss",
+    "StarbucksLoss",
+    "TwoDMSELoss",
+    "linear_cka",
+    "topk_token_masks",
+]

@@ -1,0 +1,53 @@
+"""What every objective receives: one encoder pass per text column, cached, sliced by dim and layer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+NEG_INF = -1e9  # finite "minus infinity" for masked scores: keeps 0 * log terms finite in backward
+
+
+@dataclass
+class EncodedText:
+    """The cached output of one encoder forward over one text column.
+
+    Args:
+        last_hidden_state: (B, m, D) token states of the last layer.
+        attention_mask: (B, m) 1 for real tokens, 0 for padding.
+        pool_fn: the model's pooling, ``(states, attention_mask) -> (B, D)`` in float32.
+        hidden_states: ``hidden_states[l]`` for l = 0..L when the objective needs layers, else None.
+    """
+
+    last_hidden_state: torch.Tensor
+    attention_mask: torch.Tensor
+    pool_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    _pooled: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        if self.hidden_states is None:
+            raise ValueError("this objective needs hidden states, but the encoder pass did not keep them")
+        return len(self.hidden_states) - 1
+
+    def states(self, layer: int | None = None) -> torch.Tensor:
+        """Token states of ``layer`` (None: the last layer)."""
+        if layer is None or (self.hidden_states is not None and layer == self.num_layers):
+            return self.last_hidden_state
+        if self.hidden_states is None:
+            raise ValueError(f"layer {layer} requested, but the encoder pass did not keep hidden states")
+        return self.hidden_states[layer]
+
+    def pooled(self, layer: int | None = None) -> torch.Tensor:
+        """Full-width pooled sentence vectors (B, D) of ``layer`` in float32, computed once per layer."""
+        key = None if layer is None or (self.hidden_states is not None and layer == self.num_layers) else layer
+        if key not in self._pooled:
+            self._pooled[key] = self.pool_fn(self.states(layer), self.attention_mask)
+        return self._pooled[key]
+
+    @property
+    def token_mask(self) -> torch.Tensor:
+        return self.attention_mask.bool()

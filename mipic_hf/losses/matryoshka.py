@@ -1,0 +1,135 @@
+"""L_MRL: the task loss applied at every nested prefix of the sentence embedding (MIPIC section 1).
+
+Kusupati et al., "Matryoshka Representation Learning" (NeurIPS 2022); MIPIC (arXiv 2604.24374) eq. for
+L_MRL. The pooled vector z is cut to its first d coordinates, L2-normalised, and the task loss is applied
+at every d in the dimension list, weighted (default: equal weights), and summed.
+
+Task losses (``task``), by the data a user has:
+- ``simcse``: single sentences encoded twice (dropout makes two views); InfoNCE with cos / tau, the other
+  sentences of the batch as negatives (Gao et al., SimCSE, 2021).
+- ``mnrl``: (anchor, positive[, negatives...]); InfoNCE of the anchor against every positive and negative
+  in the batch (multiple negatives ranking loss, Henderson et al. 2017).
+- ``cosent``: (sentence1, sentence2, score); CoSENT ranking of pair cosines by score (Su, 2022).
+- ``classification``: (sentence, label); cross-entropy through a nested cosine classifier: one weight matrix
+  W (C x D) whose first d columns classify the d-prefix, logits = scale * cos(z[:d], W[:, :d]).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASKS = ("simcse", "mnrl", "cosent", "classification")
+
+
+def prefix(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """First ``dim`` coordinates of (B, D) vectors, L2-normalised, in float32."""
+    return F.normalize(z[..., :dim].float(), p=2, dim=-1)
+
+
+def infonce_logits(anchor: torch.Tensor, candidates: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cosine logits / tau of unit vectors: (B, d) x (N, d) -> (B, N)."""
+    return anchor @ candidates.T / temperature
+
+
+def cosent_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CoSENT: log(1 + sum over pairs (i, j) with label_i > label_j of exp(s_j - s_i)), scores already scaled."""
+    diff = scores[None, :] - scores[:, None]  # diff[i, j] = s_j - s_i
+    wanted = labels[:, None] > labels[None, :]
+    diff = diff.masked_fill(~wanted, float("-inf"))
+    return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.flatten()]), dim=0)
+
+
+class NestedCosineClassifier(nn.Module):
+    """One (num_labels x D) weight matrix; the d-prefix is classified by its first d columns."""
+
+    def __init__(self, hidden_size: int, num_labels: int, scale: float) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"num_labels must be >= 2 for classification, got {num_labels}")
+        self.weight = nn.Parameter(torch.randn(num_labels, hidden_size) / hidden_size**0.5)
+        self.scale = scale
+
+    def forward(self, z_prefix: torch.Tensor) -> torch.Tensor:
+        w = F.normalize(self.weight[:, : z_prefix.shape[-1]].float(), dim=-1)
+        return self.scale * z_prefix @ w.T
+
+
+class MatryoshkaTaskLoss(nn.Module):
+    """The task loss at every nested prefix, weighted and summed (L_MRL).
+
+    Inputs: ``pooled``, a list of full-width pooled vectors (B, D), one per text column (for ``simcse`` the
+    two dropout views); ``labels`` (B,) float scores for ``cosent``, int classes for ``classification``.
+    Output: ``{"mrl": sum_d w_d * loss_d}``.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        dims: list[int],
+        dim_weights: list[float] | None = None,
+        temperature: float = 0.05,
+        cosent_scale: float = 20.0,
+        hidden_size: int | None = None,
+        num_labels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task_loss must be one of {', '.join(TASKS)}, got {task!r}")
+        if dim_weights is not None and len(dim_weights) != len(dims):
+            raise ValueError(f"mrl_dim_weights needs one weight per dimension ({len(dims)}), got {len(dim_weights)}")
+        self.task = task
+        self.dims = list(dims)
+        self.dim_weights = list(dim_weights) if dim_weights is not None else [1.0] * len(dims)
+        self.temperature = temperature
+        self.cosent_scale = cosent_scale
+        self.classifier = None
+        if task == "classification":
+            if hidden_size is None or num_labels is None:
+                raise ValueError("classification needs hidden_size and num_labels")
+            self.classifier = NestedCosineClassifier(hidden_size, num_labels, scale=1.0 / temperature)
+
+    def check_inputs(self, num_columns: int, labels: torch.Tensor | None) -> None:
+        need = {
+            "simcse": "1 text column",
+            "mnrl": ">= 2 text columns",
+            "cosent": "2 text columns and scores",
+            "classification": "1 text column and labels",
+        }[self.task]
+        ok = {
+            "simcse": num_columns == 2 and labels is None,  # the same column encoded twice
+            "mnrl": num_columns >= 2,
+            "cosent": num_columns == 2 and labels is not None,
+            "classification": num_columns == 1 and labels is not None,
+        }[self.task]
+        if not ok:
+            raise ValueError(
+                f"task_loss {self.task!r} needs {need}; got {num_columns} encodings, labels={labels is not None}"
+            )
+
+    def scores(self, pooled: list[torch.Tensor], dim: int) -> torch.Tensor:
+        """The similarity logits the task loss is computed from, at one prefix (rows are distributions)."""
+        views = [prefix(z, dim) for z in pooled]
+        if self.task in ("simcse", "mnrl"):
+            return infonce_logits(views[0], torch.cat(views[1:]), self.temperature)
+        if self.task == "cosent":
+            return ((views[0] * views[1]).sum(-1) * self.cosent_scale)[None, :]
+        return self.classifier(views[0])
+
+    def loss_at(self, pooled: list[torch.Tensor], labels: torch.Tensor | None, dim: int) -> torch.Tensor:
+        """The task loss at one prefix width."""
+        logits = self.scores(pooled, dim)
+        if self.task in ("simcse", "mnrl"):
+            return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+        if self.task == "cosent":
+            return cosent_loss(logits[0], labels.float())
+        return F.cross_entropy(logits, labels.long())
+
+    def forward(
+        self, pooled: list[torch.Tensor], labels: torch.Tensor | None = None, dims: list[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        dims = self.dims if dims is None else dims
+        weights = dict(zip(self.dims, self.dim_weights, strict=True))
+        total = sum(weights.get(d, 1.0) * self.loss_at(pooled, labels, d) for d in dims)
+        return {"mrl": total}

@@ -1,0 +1,77 @@
+"""The MIPIC objective: L = alpha * L_MRL + (1 - alpha) * (L_SIA + L_PIC) (MIPIC section 4).
+
+MIPIC (arXiv 2604.24374); METHOD.md sections 4-6. One encoder pass per text column serves every term:
+L_MRL on the last layer's pooled vector at every prefix, SIA at every SIA layer x prefix d_i < D, PIC on
+the ladder. SIA and PIC are averaged over the encoded text columns (both views for SimCSE).
+
+Presets (``preset``): ``paper`` sets every value as METHOD.md section 5 transcribes it; ``default`` is
+the same until the benchmark shows a better variant. Any value set explicitly wins over the preset.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import EncodedText
+from .matryoshka import MatryoshkaTaskLoss
+from .pic import PICLoss
+from .sia import SIALoss
+
+PAPER_PRESET: dict[str, object] = {
+    "temperature": 0.05,
+    "attention_temperature": 0.05,
+    "sia_kl_direction": "student_teacher",
+    "detach_sia_teacher": False,
+    "sia_aggregation": "sum",
+    "sia_attention_weight": 1.0,
+    "sia_cka_weight": 1.0,
+    "sia_k_min": 8,
+    "sia_gamma_start": 0.2,
+    "sia_gamma_step": 0.1,
+    "pic_weight": 1.0,
+    "pic_temperature": 0.05,
+    "aux_lr_multiplier": 2.0,
+}
+PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_PRESET, "default": dict(PAPER_PRESET)}
+
+
+def paper_alpha(hidden_size: int, is_causal: bool) -> float:
+    """alpha of the paper: 0.4 for TinyBERT / BERT-size encoders, 0.5 for BGE-M3 / Qwen3-size models."""
+    return 0.5 if is_causal or hidden_size >= 1024 else 0.4
+
+
+class MIPICLoss(nn.Module):
+    """alpha * L_MRL + (1 - alpha) * (L_SIA + pic_weight * L_PIC).
+
+    Inputs: ``encoded`` (one :class:`EncodedText` per text column, with hidden states), ``labels``.
+    Output: ``{"loss", "mrl", "sia_att", "sia_cka", "pic"}`` (components unweighted by alpha).
+    """
+
+    needs_hidden_states = True
+
+    def __init__(
+        self, task: MatryoshkaTaskLoss, sia: SIALoss | None, pic: PICLoss | None, alpha: float, pic_weight: float = 1.0
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.task = task
+        self.sia = sia
+        self.pic = pic
+        self.alpha = alpha
+        self.pic_weight = pic_weight
+
+    def forward(self, encoded: list[EncodedText], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = dict(self.task([e.pooled() for e in encoded], labels))
+        zero = out["mrl"].new_zeros(())
+        sia_att = sia_cka = pic = zero
+        if self.sia is not None:
+            parts = [self.sia(e) for e in encoded]
+            sia_att = torch.stack([p["sia_att"] for p in parts]).mean()
+            sia_cka = torch.stack([p["sia_cka"] for p in parts]).mean()
+        if self.pic is not None:
+            pic = torch.stack([self.pic(e)["pic"] for e in encoded]).mean()
+        out.update(sia_att=sia_att, sia_cka=sia_cka, pic=pic)
+        out["loss"] = self.alpha * out["mrl"] + (1.0 - self.alpha) * (sia_att + sia_cka + self.pic_weight * pic)
+        return out

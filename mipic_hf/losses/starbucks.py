@@ -1,0 +1,31 @@
+"""Starbucks baseline: the task loss on a fixed diagonal of (layer, dim) pairs, uniform weights.
+
+Zhuang et al., "Starbucks: Improved Training for 2D Matryoshka Embeddings" (2024): instead of sampling,
+every step trains the same diagonal, e.g. (2, 32) (4, 64) ... (12, 768) on BERT-base; small prefixes go
+with shallow layers. L = sum over the pairs of task(layer, dim).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import EncodedText
+from .matryoshka import MatryoshkaTaskLoss
+
+
+class StarbucksLoss(nn.Module):
+    """``forward(encoded, labels) -> {"loss", "mrl"}``; ``pairs`` are (dim, layer), as the PIC ladder."""
+
+    needs_hidden_states = True
+
+    def __init__(self, task: MatryoshkaTaskLoss, pairs: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.task = task
+        self.pairs = [tuple(p) for p in pairs]
+
+    def forward(self, encoded: list[EncodedText], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        total = sum(
+            self.task([e.pooled(layer) for e in encoded], labels, dims=[dim])["mrl"] for dim, layer in self.pairs
+        )
+        return {"loss": total, "mrl": total}

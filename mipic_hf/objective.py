@@ -1,0 +1,92 @@
+"""Build the training objective (MIPIC or a baseline) from MIPICTrainingArguments and the model config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .losses.matryoshka import TASKS, MatryoshkaTaskLoss
+from .losses.mipic import PRESETS, MIPICLoss, paper_alpha
+from .losses.mrl import MRLLoss
+from .losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
+from .losses.sia import SIALoss, default_gammas
+from .losses.starbucks import StarbucksLoss
+from .losses.twodmse import TwoDMSELoss
+
+METHODS = ("mipic", "mrl", "2dmse", "starbucks", "none")
+
+
+def resolve_settings(args: Any) -> dict[str, Any]:
+    """The preset's values, overridden by every field the user set (not None)."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    settings = dict(PRESETS[args.preset])
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def build_objective(args: Any, config: Any, task: str, num_labels: int | None = None) -> nn.Module:
+    """The loss module for ``args.method`` on a MatryoshkaConfig; validates every option first."""
+    if args.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {args.method!r}")
+    if task not in TASKS:
+        raise ValueError(f"task_loss must be one of auto, {', '.join(TASKS)}, got {task!r}")
+    settings = resolve_settings(args)
+    dims = list(config.matryoshka_dimensions)
+    hidden, num_layers = int(config.text_config.hidden_size), int(config.text_config.num_hidden_layers)
+    task_loss = MatryoshkaTaskLoss(
+        task,
+        dims,
+        dim_weights=args.mrl_dim_weights,
+        temperature=settings["temperature"],
+        cosent_scale=args.cosent_scale,
+        hidden_size=hidden,
+        num_labels=num_labels,
+    )
+    if args.method in ("mrl", "none"):
+        return MRLLoss(task_loss, full_dim_only=args.method == "none")
+    if args.method == "2dmse":
+        return TwoDMSELoss(
+            task_loss,
+            layers=list(config.matryoshka_layers),
+            num_layers=num_layers,
+            layer_weighting=args.twodmse_layer_weighting,
+            kl_weight=args.twodmse_kl_weight,
+            kl_temperature=args.twodmse_kl_temperature,
+        )
+    ladder = parse_ladder(args.pic_ladder) if args.pic_ladder is not None else default_ladder(dims, num_layers)
+    if args.method == "starbucks":
+        pairs = parse_ladder(args.starbucks_pairs, "starbucks_pairs") if args.starbucks_pairs else ladder
+        validate_ladder(pairs, hidden, num_layers, field="starbucks_pairs")
+        return StarbucksLoss(task_loss, pairs)
+
+    validate_ladder(ladder, hidden, num_layers)
+    sia_layers = list(args.sia_layers) if args.sia_layers is not None else sorted({layer for _, layer in ladder})
+    bad = [layer for layer in sia_layers if not 1 <= layer <= num_layers]
+    if bad or not sia_layers:
+        raise ValueError(f"sia_layers must lie in 1..{num_layers} (num_hidden_layers), got {sia_layers}")
+    prefix_dims = [d for d in dims if d < hidden]
+    sia = None
+    if prefix_dims and (settings["sia_attention_weight"] or settings["sia_cka_weight"]):
+        sia = SIALoss(
+            hidden,
+            prefix_dims,
+            sia_layers,
+            attention_temperature=settings["attention_temperature"],
+            kl_direction=settings["sia_kl_direction"],
+            detach_sia_teacher=settings["detach_sia_teacher"],
+            aggregation=settings["sia_aggregation"],
+            attention_weight=settings["sia_attention_weight"],
+            cka_weight=settings["sia_cka_weight"],
+            k_min=settings["sia_k_min"],
+            gammas=args.sia_gammas
+            if args.sia_gammas is not None
+            else default_gammas(len(prefix_dims), settings["sia_gamma_start"], settings["sia_gamma_step"]),
+        )
+    pic = PICLoss(ladder, temperature=settings["pic_temperature"]) if settings["pic_weight"] else None
+    alpha = args.alpha if args.alpha is not None else paper_alpha(hidden, bool(config.is_causal))
+    return MIPICLoss(task_loss, sia, pic, alpha=alpha, pic_weight=settings["pic_weight"])

@@ -1,0 +1,311 @@
+"""MIPICTrainer: a transformers Trainer whose compute_loss adds SIA and PIC to Matryoshka training."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .collator import MatryoshkaDataCollator, split_columns
+from .losses.base import EncodedText
+from .objective import build_objective, resolve_settings
+
+AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
+
+
+@dataclass
+class MIPICTrainingArguments(TrainingArguments):
+    """TrainingArguments plus the MIPIC objective's options.
+
+    Fields left at None take their value from ``preset`` (see ``mipic_hf.losses.mipic.PRESETS``).
+    """
+
+    method: str = field(
+        default="mipic", metadata={"help": "Objective: mipic | mrl | 2dmse | starbucks | none (full width only)."}
+    )
+    preset: str = field(
+        default="default", metadata={"help": "MIPIC settings preset: default | paper (METHOD.md section 5)."}
+    )
+    task_loss: str = field(
+        default="auto",
+        metadata={
+            "help": "Task loss at each prefix: auto | simcse | mnrl | cosent | classification. auto: from the "
+            "data (1 text column -> simcse, 2+ -> mnrl, float score -> cosent, int label -> classification)."
+        },
+    )
+    num_labels: int | None = field(
+        default=None, metadata={"help": "Classes of the classification task loss (default: from the data)."}
+    )
+    mrl_dim_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weight of the task loss at each Matryoshka dimension (default: all 1)."}
+    )
+    temperature: float | None = field(default=None, metadata={"help": "tau of the InfoNCE task losses (preset: 0.05)."})
+    cosent_scale: float = field(default=20.0, metadata={"help": "Scale (1 / tau) of the CoSENT cosines."})
+    alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "L = alpha * L_MRL + (1 - alpha) * (L_SIA + L_PIC). Default: 0.4 for BERT-size "
+            "encoders, 0.5 for decoders or hidden size >= 1024 (the paper's values)."
+        },
+    )
+    attention_temperature: float | None = field(
+        default=None, metadata={"help": "SIA attention softmax temperature tau_att (preset: 0.05)."}
+    )
+    sia_kl_direction: str | None = field(
+        default=None,
+        metadata={"help": "student_teacher = KL(a_i || a_D) (paper) | teacher_student = KL(a_D || a_i)."},
+    )
+    detach_sia_teacher: bool | None = field(
+        default=None, metadata={"help": "Stop gradients through SIA's full-width teacher (preset: false)."}
+    )
+    sia_aggregation: str | None = field(
+        default=None, metadata={"help": "sum (paper) | mean of the SIA terms over layers x prefixes."}
+    )
+    sia_attention_weight: float | None = field(
+        default=None, metadata={"help": "Weight of SIA's attention-relation KL (preset: 1.0; 0 disables)."}
+    )
+    sia_cka_weight: float | None = field(
+        default=None, metadata={"help": "Weight of SIA's top-k CKA term (preset: 1.0; 0 disables)."}
+    )
+    sia_layers: list[int] | None = field(
+        default=None, metadata={"help": "Layers (1-based) where SIA applies (default: the PIC ladder's layers)."}
+    )
+    sia_k_min: int | None = field(default=None, metadata={"help": "Minimum top-k tokens per sentence (preset: 8)."})
+    sia_gamma_start: float | None = field(
+        default=None, metadata={"help": "Kept-token fraction at the smallest prefix (preset: 0.2)."}
+    )
+    sia_gamma_step: float | None = field(
+        default=None, metadata={"help": "Kept-token fraction added per larger prefix (preset: 0.1)."}
+    )
+    sia_gammas: list[float] | None = field(
+        default=None, metadata={"help": "Explicit kept-token fraction per prefix below D (overrides start/step)."}
+    )
+    pic_ladder: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "PIC ladder as dim:layer pairs, e.g. 16:1 32:2 64:3 768:6, increasing in both and "
+            "ending at (hidden size, last layer). Default: min(#dims, #layers) rungs spread evenly."
+        },
+    )
+    pic_weight: float | None = field(default=None, metadata={"help": "Weight of L_PIC (preset: 1.0; 0 disables)."})
+    pic_temperature: float | None = field(default=None, metadata={"help": "tau of the PIC InfoNCE (preset: 0.05)."})
+    aux_lr_multiplier: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the auxiliary modules (P, phi, classifier) relative to "
+            "the encoder's (preset: 2.0)."
+        },
+    )
+    twodmse_layer_weighting: str = field(
+        default="log", metadata={"help": "2dmse layer weighting: uniform | log 1/(1+ln l) | linear 1/(1+l)."}
+    )
+    twodmse_kl_weight: float = field(default=1.0, metadata={"help": "2dmse: weight of the KL to the last layer."})
+    twodmse_kl_temperature: float = field(default=0.3, metadata={"help": "2dmse: temperature of that KL."})
+    starbucks_pairs: list[str] | None = field(
+        default=None, metadata={"help": "starbucks: dim:layer pairs of the diagonal (default: the PIC ladder)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the raw text columns."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        resolve_settings(self)  # fails early on an unknown preset
+
+
+def infer_task(dataset: Any) -> tuple[str, int | None]:
+    """(task_loss, num_labels) from a datasets.Dataset's columns, as ``task_loss=auto`` documents."""
+    if dataset is None or not hasattr(dataset, "column_names"):
+        raise ValueError("task_loss=auto needs a train_dataset with named columns; set task_loss explicitly")
+    example = dataset[0] if len(dataset) else None
+    texts, label = split_columns(dataset.column_names, example)
+    if label is None:
+        return ("simcse" if len(texts) == 1 else "mnrl"), None
+    feature = dataset.features.get(label) if getattr(dataset, "features", None) else None
+    names = getattr(feature, "names", None)
+    values = dataset[label]
+    if names is not None or all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        num = len(names) if names is not None else int(max(values)) + 1
+        return "classification", num
+    return "cosent", None
+
+
+class MIPICTrainer(Trainer):
+    """Trainer for Matryoshka embeddings with the MIPIC objective (or a baseline, ``args.method``).
+
+    ``compute_loss`` runs one encoder forward per text column (two for SimCSE's dropout views), keeps the
+    hidden states when the objective needs them, and computes every term from that cache. The auxiliary
+    modules (SIA lifts, PIC projectors, classifier) live in ``self.objective``: trained with their own
+    learning rate multiplier, saved in every checkpoint as ``mipic_aux.safetensors`` and restored on
+    resume, never part of the saved model. Components are logged (mrl, sia_att, sia_cka, pic, total).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: MIPICTrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        objective: torch.nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = MIPICTrainingArguments(output_dir="mipic_output")
+        if not isinstance(args, MIPICTrainingArguments):
+            raise TypeError(f"args must be MIPICTrainingArguments, got {type(args).__name__}")
+        if model is None:
+            raise ValueError("model must be a MatryoshkaModel (e.g. MatryoshkaModel.from_backbone(...))")
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("pass processing_class=tokenizer (or a data_collator) to tokenize the text columns")
+            max_length = getattr(_matryoshka_model(model).config, "max_seq_length", None)
+            data_collator = MatryoshkaDataCollator(processing_class, max_length=max_length)
+        if args.task_loss == "auto":
+            self.task_loss, num_labels = infer_task(train_dataset)
+        else:
+            self.task_loss = args.task_loss
+            num_labels = args.num_labels
+        if self.task_loss == "classification" and num_labels is None:
+            _, num_labels = infer_task(train_dataset)
+        if args.num_labels is not None:
+            num_labels = args.num_labels
+        self.objective = objective or build_objective(args, _matryoshka_model(model).config, self.task_loss, num_labels)
+        self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.objective.to(self.args.device)
+        self.loss_is_scaled_for_ga = False  # per-batch mean: the Trainer divides by accumulation steps
+        self._components: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    # ----- loss -------------------------------------------------------------------------------------
+    def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
+        """One encoder forward per text column (the single column twice for SimCSE)."""
+        columns = features * 2 if self.task_loss == "simcse" else features
+        need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
+        pool = _matryoshka_model(model).pool
+        encoded = []
+        for batch in columns:
+            out = model(**batch, output_hidden_states=need_hidden)
+            encoded.append(EncodedText(out.last_hidden_state, batch["attention_mask"], pool, out.hidden_states))
+        return encoded
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        encoded = self.encode_columns(model, inputs["features"])
+        parts = self.objective(encoded, inputs.get("labels"))
+        loss = parts["loss"]
+        bucket = self._components["train" if model.training else "eval"]
+        for name, value in parts.items():
+            bucket["total" if name == "loss" else name].append(value.detach().float())
+        return (loss, parts) if return_outputs else loss
+
+    def prediction_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: Any = None
+    ) -> tuple[torch.Tensor, None, None]:
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        bucket = self._components[mode]
+        if "loss" in logs or "eval_loss" in logs:
+            for name, values in bucket.items():
+                if values:
+                    logs[prefix + name] = torch.stack(values).mean().item()
+            bucket.clear()
+        super().log(logs, start_time)
+
+    # ----- optimizer and checkpoints ---------------------------------------------------------------
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        aux = [p for p in self.objective.parameters() if p.requires_grad and id(p) not in known]
+        if aux:
+            optimizer.add_param_group(
+                {
+                    "params": aux,
+                    "lr": self.args.learning_rate * self.aux_lr_multiplier,
+                    "weight_decay": self.args.weight_decay,
+                }
+            )
+        return optimizer
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            self.save_aux(folder)
+
+    def save_aux(self, folder: str) -> None:
+        """Write the auxiliary modules' weights (safetensors) into ``folder``."""
+        state = {k: v.detach().contiguous().cpu() for k, v in self.objective.state_dict().items()}
+        if state:
+            os.makedirs(folder, exist_ok=True)
+            save_file(state, os.path.join(folder, AUX_WEIGHTS_NAME), metadata={"method": self.args.method})
+
+    def load_aux(self, folder: str) -> None:
+        """Restore the auxiliary modules from a checkpoint folder written by :meth:`save_aux`."""
+        path = os.path.join(folder, AUX_WEIGHTS_NAME)
+        expected = self.objective.state_dict()
+        if not expected:
+            return
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"resume_from_checkpoint: {folder} has no {AUX_WEIGHTS_NAME} (the MIPIC auxiliary "
+                "modules); it was not written by MIPICTrainer with this method"
+            )
+        state = load_file(path, device=str(self.args.device))
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise ValueError(
+                f"resume_from_checkpoint: {path} lacks {missing[:3]}; was it trained with another "
+                f"method or ladder than {self.args.method!r}?"
+            )
+        self.objective.load_state_dict(state)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.load_aux(resume_from_checkpoint)
+
+
+def _matryoshka_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The MatryoshkaModel inside DDP / accelerate / PEFT wrappers."""
+    seen = model
+    for _ in range(5):
+        if hasattr(seen, "pool") and hasattr(seen, "config") and hasattr(seen.config, "matryoshka_dimensions"):
+            return seen
+        if hasattr(seen, "module"):
+            seen = seen.module
+        elif hasattr(seen, "get_base_model"):
+            seen = seen.get_base_model()
+        else:
+            break
+    raise ValueError(f"MIPICTrainer needs a MatryoshkaModel, got {type(model).__name__}")
