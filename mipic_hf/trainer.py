@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import MatryoshkaDataCollator, split_columns
 from .losses.base import EncodedText
+from .losses.matryoshka import check_task_inputs
 from .objective import build_objective, resolve_settings
 
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
@@ -177,6 +179,10 @@ class MIPICTrainer(Trainer):
             _, num_labels = infer_task(train_dataset)
         if args.num_labels is not None:
             num_labels = args.num_labels
+        if hasattr(train_dataset, "column_names"):
+            example = train_dataset[0] if len(train_dataset) else None
+            texts, label = split_columns(train_dataset.column_names, example)
+            check_task_inputs(self.task_loss, len(texts), label is not None)
         self.objective = objective or build_objective(args, _matryoshka_model(model).config, self.task_loss, num_labels)
         self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
         super().__init__(
@@ -190,6 +196,7 @@ class MIPICTrainer(Trainer):
         )
         self.objective.to(self.args.device)
         self.loss_is_scaled_for_ga = False  # per-batch mean: the Trainer divides by accumulation steps
+        self._aux_grads_step = -1
         self._components: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -214,6 +221,7 @@ class MIPICTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
         encoded = self.encode_columns(model, inputs["features"])
         parts = self.objective(encoded, inputs.get("labels"))
         loss = parts["loss"]
@@ -242,6 +250,21 @@ class MIPICTrainer(Trainer):
         super().log(logs, start_time)
 
     # ----- optimizer and checkpoints ---------------------------------------------------------------
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        # The Trainer zeroes only the model's gradients after each update: zero the auxiliary modules' at the
+        # first micro-batch of every update (robust to skipped fp16 steps and gradient accumulation).
+        if self._aux_grads_step != self.state.global_step:
+            self.objective.zero_grad(set_to_none=True)
+            self._aux_grads_step = self.state.global_step
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
+        # One global norm over everything the optimizer updates: the encoder and the auxiliary modules.
+        if self._has_mixed_mesh_grads(model) or not any(True for _ in self.objective.parameters()):
+            return super()._clip_grad_norm(model)
+        params = itertools.chain(model.parameters(), self.objective.parameters())
+        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}

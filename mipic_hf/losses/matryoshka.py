@@ -41,6 +41,20 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.flatten()]), dim=0)
 
 
+def check_task_inputs(task: str, num_text_columns: int, has_labels: bool) -> None:
+    """Fail with one line when the data does not fit the task loss."""
+    need, ok = {
+        "simcse": ("1 text column and no labels", num_text_columns == 1 and not has_labels),
+        "mnrl": ("2 or more text columns (anchor, positive[, negatives])", num_text_columns >= 2),
+        "cosent": ("2 text columns and a score column", num_text_columns == 2 and has_labels),
+        "classification": ("1 text column and a label column", num_text_columns == 1 and has_labels),
+    }[task]
+    if not ok:
+        labels = "a label/score column" if has_labels else "no label column"
+        found = f"{num_text_columns} text column(s) and {labels}"
+        raise ValueError(f"task_loss {task!r} needs {need}; the data has {found}")
+
+
 class NestedCosineClassifier(nn.Module):
     """One (num_labels x D) weight matrix; the d-prefix is classified by its first d columns."""
 
@@ -89,24 +103,6 @@ class MatryoshkaTaskLoss(nn.Module):
             if hidden_size is None or num_labels is None:
                 raise ValueError("classification needs hidden_size and num_labels")
             self.classifier = NestedCosineClassifier(hidden_size, num_labels, scale=1.0 / temperature)
-
-    def check_inputs(self, num_columns: int, labels: torch.Tensor | None) -> None:
-        need = {
-            "simcse": "1 text column",
-            "mnrl": ">= 2 text columns",
-            "cosent": "2 text columns and scores",
-            "classification": "1 text column and labels",
-        }[self.task]
-        ok = {
-            "simcse": num_columns == 2 and labels is None,  # the same column encoded twice
-            "mnrl": num_columns >= 2,
-            "cosent": num_columns == 2 and labels is not None,
-            "classification": num_columns == 1 and labels is not None,
-        }[self.task]
-        if not ok:
-            raise ValueError(
-                f"task_loss {self.task!r} needs {need}; got {num_columns} encodings, labels={labels is not None}"
-            )
 
     def scores(self, pooled: list[torch.Tensor], dim: int) -> torch.Tensor:
         """The similarity logits the task loss is computed from, at one prefix (rows are distributions)."""

@@ -1,0 +1,275 @@
+"""MIPICTrainer: one forward per text column, training lowers the loss, aux modules in checkpoints only."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from datasets import ClassLabel, Dataset
+from safetensors import safe_open
+from transformers import AutoTokenizer
+
+from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
+from mipic_hf.trainer import AUX_WEIGHTS_NAME
+
+WORDS = (
+    "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow happy "
+    "rain snow city field music book light night stone water"
+).split()
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+
+
+def make_dataset(kind: str, n: int = 32, seed: int = 0) -> Dataset:
+    """Synthetic rows for each data kind (no real data needed)."""
+    rng = random.Random(seed)
+    a = [sentence(rng) for _ in range(n)]
+    near = [" ".join(s.split()[:-1] + [rng.choice(WORDS)]) for s in a]
+    if kind == "sentences":
+        return Dataset.from_dict({"text": a})
+    if kind == "pairs":
+        return Dataset.from_dict({"anchor": a, "positive": near})
+    if kind == "triplets":
+        return Dataset.from_dict({"anchor": a, "positive": near, "negative": [sentence(rng) for _ in a]})
+    if kind == "scored_pairs":
+        other = [s if i % 3 == 0 else (near[i] if i % 3 == 1 else sentence(rng)) for i, s in enumerate(a)]
+        scores = [5.0 if i % 3 == 0 else (3.5 if i % 3 == 1 else 0.5) for i in range(n)]
+        return Dataset.from_dict({"sentence1": a, "sentence2": other, "score": scores})
+    if kind == "labeled":
+        labels = [i % 3 for i in range(n)]
+        texts = [f"{['cat', 'car', 'rain'][y]} {s}" for s, y in zip(a, labels, strict=True)]
+        ds = Dataset.from_dict({"text": texts, "label": labels})
+        return ds.cast_column("label", ClassLabel(names=["animal", "vehicle", "weather"]))
+    raise ValueError(kind)
+
+
+EXPECTED_TASK = {
+    "sentences": "simcse",
+    "pairs": "mnrl",
+    "triplets": "mnrl",
+    "scored_pairs": "cosent",
+    "labeled": "classification",
+}
+FORWARDS_PER_STEP = {"sentences": 2, "pairs": 2, "triplets": 3, "scored_pairs": 2, "labeled": 1}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path: str):
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+def tiny_model(tokenizer, dropout: float = 0.0, layers: int = 2) -> MatryoshkaModel:
+    text_config = tiny_config("bert", vocab_size=tokenizer.vocab_size, num_layers=layers)
+    text_config.hidden_dropout_prob = dropout
+    text_config.attention_probs_dropout_prob = dropout
+    config = MatryoshkaConfig(text_config=text_config, matryoshka_dimensions=[8, 16, 32, 64], pooling="mean")
+    return MatryoshkaModel(config)
+
+
+def make_args(tmp_path: Path, **kwargs) -> MIPICTrainingArguments:
+    defaults = dict(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=16,
+        learning_rate=2e-3,
+        max_steps=30,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        warmup_steps=0,
+    )
+    defaults.update(kwargs)
+    return MIPICTrainingArguments(**defaults)
+
+
+def train_losses(trainer: MIPICTrainer) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_TASK))
+def test_training_lowers_the_loss_for_each_data_kind(kind: str, tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer, dropout=0.1 if kind == "sentences" else 0.0)
+    trainer = MIPICTrainer(
+        model=model, args=make_args(tmp_path), train_dataset=make_dataset(kind), processing_class=tokenizer
+    )
+    assert trainer.task_loss == EXPECTED_TASK[kind]
+    trainer.train()
+    losses = train_losses(trainer)
+    assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+    logged = trainer.state.log_history[0]
+    for key in ("mrl", "sia_att", "sia_cka", "pic", "total"):
+        assert key in logged, logged
+
+
+@pytest.mark.parametrize("method", ["mrl", "2dmse", "starbucks", "none"])
+def test_baselines_train(method: str, tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    args = make_args(tmp_path, method=method)
+    trainer = MIPICTrainer(
+        model=tiny_model(tokenizer), args=args, train_dataset=make_dataset("scored_pairs"), processing_class=tokenizer
+    )
+    trainer.train()
+    losses = train_losses(trainer)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize("kind", list(FORWARDS_PER_STEP))
+@pytest.mark.parametrize("method", ["mipic", "2dmse"])
+def test_one_encoder_forward_per_text_column(kind: str, method: str, tokenizer, tmp_path: Path) -> None:
+    model = tiny_model(tokenizer, dropout=0.1)
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    trainer = MIPICTrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=2, method=method),
+        train_dataset=make_dataset(kind),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert len(calls) == 2 * FORWARDS_PER_STEP[kind]
+
+
+def test_aux_modules_checkpointed_restored_and_not_exported(tokenizer, tmp_path: Path) -> None:
+    data = make_dataset("scored_pairs")
+    torch.manual_seed(0)
+    full = MIPICTrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path / "a", max_steps=4, save_steps=2, save_strategy="steps"),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    full.train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-2"
+    assert (checkpoint / AUX_WEIGHTS_NAME).is_file()
+    with safe_open(checkpoint / AUX_WEIGHTS_NAME, "pt") as f:
+        saved_keys = set(f.keys())
+    assert saved_keys == set(full.objective.state_dict())
+    assert any("lifts" in k for k in saved_keys) and any("projectors" in k for k in saved_keys)
+    # The aux learning rate is its own group, 2x the encoder's by default.
+    lrs = [g["initial_lr"] for g in full.optimizer.param_groups]
+    assert lrs[-1] == pytest.approx(2 * lrs[0])
+
+    # Resume from step 2 with freshly initialised aux modules: they are restored, and the run ends where
+    # the uninterrupted one did.
+    torch.manual_seed(123)
+    resumed = MIPICTrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path / "b", max_steps=4, save_steps=2, save_strategy="steps"),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for (name, a), (_, b) in zip(
+        full.objective.state_dict().items(), resumed.objective.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert train_losses(resumed)[-1] == pytest.approx(train_losses(full)[-1], rel=1e-4)
+
+    # The exported model never carries them.
+    out = tmp_path / "export"
+    full.save_model(str(out))
+    assert not (out / AUX_WEIGHTS_NAME).exists()
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("backbone.") for k in keys)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "mipic_matryoshka"
+
+
+def test_resume_without_aux_file_fails_clearly(tokenizer, tmp_path: Path) -> None:
+    trainer = MIPICTrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path, max_steps=1),
+        train_dataset=make_dataset("pairs"),
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match=AUX_WEIGHTS_NAME):
+        trainer.load_aux(str(tmp_path))
+
+
+def test_gradient_accumulation_bf16_and_checkpointing(tokenizer, tmp_path: Path) -> None:
+    data = make_dataset("pairs")
+    runs = {}
+    for name, extra in {"plain": {}, "ckpt": {"activation_checkpointing": True}}.items():
+        torch.manual_seed(0)
+        model = tiny_model(tokenizer)
+        trainer = MIPICTrainer(
+            model=model,
+            args=make_args(tmp_path / name, max_steps=3, **extra),
+            train_dataset=data,
+            processing_class=tokenizer,
+        )
+        trainer.train()
+        runs[name] = train_losses(trainer)
+        assert model.is_activation_checkpointing == (name == "ckpt")
+    # Gradient checkpointing recomputes the same activations: the same losses.
+    assert runs["ckpt"] == pytest.approx(runs["plain"], rel=1e-4)
+
+    torch.manual_seed(0)
+    accum = MIPICTrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path / "ga", max_steps=3, per_device_train_batch_size=8, gradient_accumulation_steps=2),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    accum.train()
+    ga_losses = train_losses(accum)
+    assert len(ga_losses) == 3 and all(torch.isfinite(torch.tensor(ga_losses)))
+    # The logged loss is the mean over the micro-batches, on the scale of a single batch's loss.
+    assert 0.5 * runs["plain"][0] < ga_losses[0] < 1.5 * runs["plain"][0]
+
+    torch.manual_seed(0)
+    bf16 = MIPICTrainer(
+        model=tiny_model(tokenizer),
+        args=make_args(tmp_path / "bf16", max_steps=3, bf16=True),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    bf16.train()
+    bf16_losses = train_losses(bf16)
+    assert all(torch.isfinite(torch.tensor(bf16_losses)))
+    assert bf16_losses[0] == pytest.approx(runs["plain"][0], rel=0.05)
+
+
+def test_invalid_options_fail_before_training(tokenizer, tmp_path: Path) -> None:
+    data = make_dataset("pairs")
+    cases = [
+        ({"method": "matryoshka"}, "method must be one of"),
+        ({"pic_ladder": ["8:1", "8:2"]}, "pic_ladder must increase"),
+        ({"sia_layers": [0, 3]}, "sia_layers must lie in"),
+        ({"sia_kl_direction": "both"}, "sia_kl_direction"),
+        ({"sia_aggregation": "max"}, "sia_aggregation"),
+        ({"task_loss": "cosent"}, "cosent. needs 2 text columns and a score column; the data has 2 text"),
+        ({"task_loss": "classification"}, "task_loss 'classification' needs 1 text column"),
+    ]
+    for options, message in cases:
+        args = make_args(tmp_path / "bad", max_steps=1, **options)
+        with pytest.raises(ValueError, match=message):
+            MIPICTrainer(model=tiny_model(tokenizer), args=args, train_dataset=data, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        make_args(tmp_path, preset="fast")
+    assert not (tmp_path / "bad" / "run").exists()
+
+
+def test_minilm_five_steps_lower_the_loss(minilm_path: str, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    model = MatryoshkaModel.from_backbone(minilm_path)
+    data = make_dataset("scored_pairs", n=16)
+    trainer = MIPICTrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=5, learning_rate=5e-5),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    losses = train_losses(trainer)
+    assert len(losses) == 5 and losses[-1] < losses[0], losses
