@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from .losses.matryoshka import TASKS, MatryoshkaTaskLoss
-from .losses.mipic import PRESETS, MIPICLoss, paper_alpha
+from .losses.mipic import PAPER_LADDERS, PRESETS, MIPICLoss, paper_alpha
 from .losses.mrl import MRLLoss
 from .losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
 from .losses.sia import SIALoss, default_gammas
@@ -58,14 +58,23 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             kl_weight=args.twodmse_kl_weight,
             kl_temperature=args.twodmse_kl_temperature,
         )
-    ladder = parse_ladder(args.pic_ladder) if args.pic_ladder is not None else default_ladder(dims, num_layers)
+    paper_layers, paper_ladder = PAPER_LADDERS.get((hidden, num_layers, bool(config.is_causal)), (None, None))
+    if args.pic_ladder is not None:
+        ladder = parse_ladder(args.pic_ladder)
+    else:
+        ladder = paper_ladder or default_ladder(dims, num_layers)
     if args.method == "starbucks":
         pairs = parse_ladder(args.starbucks_pairs, "starbucks_pairs") if args.starbucks_pairs else ladder
         validate_ladder(pairs, hidden, num_layers, field="starbucks_pairs")
         return StarbucksLoss(task_loss, pairs)
 
     validate_ladder(ladder, hidden, num_layers)
-    sia_layers = list(args.sia_layers) if args.sia_layers is not None else sorted({layer for _, layer in ladder})
+    if args.sia_layers is not None:
+        sia_layers = list(args.sia_layers)
+    elif args.pic_ladder is None and paper_layers is not None:
+        sia_layers = paper_layers
+    else:
+        sia_layers = sorted({layer for _, layer in ladder})
     bad = [layer for layer in sia_layers if not 1 <= layer <= num_layers]
     if bad or not sia_layers:
         raise ValueError(f"sia_layers must lie in 1..{num_layers} (num_hidden_layers), got {sia_layers}")

@@ -173,12 +173,13 @@ class MIPICTrainer(Trainer):
         if args.task_loss == "auto":
             self.task_loss, num_labels = infer_task(train_dataset)
         else:
-            self.task_loss = args.task_loss
-            num_labels = args.num_labels
-        if self.task_loss == "classification" and num_labels is None:
-            _, num_labels = infer_task(train_dataset)
+            self.task_loss, num_labels = args.task_loss, None
         if args.num_labels is not None:
             num_labels = args.num_labels
+        elif self.task_loss == "classification" and num_labels is None:
+            if train_dataset is None:
+                raise ValueError("num_labels is required for task_loss 'classification' without a train_dataset")
+            num_labels = infer_task(train_dataset)[1]
         if hasattr(train_dataset, "column_names"):
             example = train_dataset[0] if len(train_dataset) else None
             texts, label = split_columns(train_dataset.column_names, example)

@@ -31,23 +31,23 @@ def gram(x: torch.Tensor) -> torch.Tensor:
 
 
 def center_gram(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Centre Gram matrices (B, m, m) over the tokens selected by ``mask`` (B, m); others become 0.
+    """Centre Gram matrices (..., m, m) over the tokens selected by ``mask`` (..., m); others become 0.
 
     Equals (P X)(P X)^T with P the masked centring matrix, computed in O(m^2) from the Gram matrix
-    alone, so one cumulative Gram serves every token subset.
+    alone, so one cumulative Gram serves every token subset. Leading dimensions broadcast.
     """
     with _no_autocast(g.device):
         g = _wide(g)
         s = mask.to(g.dtype)
         n = s.sum(-1).clamp(min=1.0)
-        row_mean = (g * s[:, None, :]).sum(-1) / n[:, None]  # (B, m): mean over kept columns
-        total_mean = (row_mean * s).sum(-1) / n  # (B,)
-        centred = g - row_mean[:, :, None] - row_mean[:, None, :] + total_mean[:, None, None]
-        return centred * s[:, :, None] * s[:, None, :]
+        row_mean = (g @ s.unsqueeze(-1)).squeeze(-1) / n.unsqueeze(-1)  # (..., m): mean over kept columns
+        total_mean = (row_mean * s).sum(-1) / n  # (...,)
+        centred = g - row_mean.unsqueeze(-1) - row_mean.unsqueeze(-2) + total_mean[..., None, None]
+        return centred * (s.unsqueeze(-1) * s.unsqueeze(-2))
 
 
 def cka_from_centered_grams(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741
-    """CKA per sentence from centred Gram matrices (B, m, m) -> (B,)."""
+    """CKA per sentence from centred Gram matrices (..., m, m) -> (...,)."""
     with _no_autocast(k.device):
         k, l = _wide(k), _wide(l)  # noqa: E741
         num = (k * l).sum((-1, -2))

@@ -35,6 +35,28 @@ PAPER_PRESET: dict[str, object] = {
 }
 PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_PRESET, "default": dict(PAPER_PRESET)}
 
+# METHOD.md section 5 (Table 7): SIA layers and PIC ladder (dim, layer) per backbone, keyed by
+# (hidden size, number of layers, decoder?). Used by the presets when the model matches a row and no
+# ladder or SIA layers are given; other backbones get pic.default_ladder.
+PAPER_LADDERS: dict[tuple[int, int, bool], tuple[list[int], list[tuple[int, int]]]] = {
+    (768, 6, False): (  # TinyBERT-6L-768D
+        [1, 2, 3, 4, 5, 6],
+        [(16, 1), (32, 2), (64, 3), (256, 4), (512, 5), (768, 6)],
+    ),
+    (768, 12, False): (  # bert-base-uncased
+        [2, 4, 6, 8, 9, 10, 12],
+        [(16, 2), (32, 4), (64, 6), (128, 8), (256, 9), (512, 10), (768, 12)],
+    ),
+    (1024, 24, False): (  # BAAI/bge-m3
+        [1, 4, 7, 11, 15, 19, 24],
+        [(16, 1), (32, 4), (64, 7), (128, 11), (256, 15), (512, 19), (1024, 24)],
+    ),
+    (1024, 28, True): (  # Qwen/Qwen3-Embedding-0.6B
+        [2, 6, 12, 16, 20, 24, 28],
+        [(16, 2), (32, 6), (64, 12), (128, 16), (256, 20), (512, 24), (1024, 28)],
+    ),
+}
+
 
 def paper_alpha(hidden_size: int, is_causal: bool) -> float:
     """alpha of the paper: 0.4 for TinyBERT / BERT-size encoders, 0.5 for BGE-M3 / Qwen3-size models."""

@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .base import NEG_INF, EncodedText
 from .cka import center_gram, cka_from_centered_grams
@@ -61,9 +62,8 @@ def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: l
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) per row over the masked entries, from log-probabilities."""
-    terms = log_p.exp() * (log_p - log_q)
-    return torch.where(mask, terms, torch.zeros_like(terms)).sum(-1)
+    """KL(p || q) per row over the masked entries (float mask), from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q) * mask).sum(-1)
 
 
 class SIALoss(nn.Module):
@@ -135,13 +135,23 @@ class SIALoss(nn.Module):
 
     def forward(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
         mask = encoded.token_mask
+        # Drop the columns that are padding in every sentence (the m x m work scales with m^2).
+        used = mask.any(0).nonzero().flatten()
+        lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, mask.shape[1])
+        mask = mask[:, lo:hi]
         att_terms, cka_terms = [], []
         with torch.autocast(device_type=mask.device.type, enabled=False):
             for layer in self.layers:
-                att, cka = self.layer_terms(layer, encoded.states(layer), encoded.pooled(layer), mask)
-                att_terms.extend(att)
-                cka_terms.extend(cka)
-        att_all, cka_all = torch.stack(att_terms), torch.stack(cka_terms)
+                states, query = encoded.states(layer)[:, lo:hi], encoded.pooled(layer)
+                if torch.is_grad_enabled() and states.requires_grad:
+                    # Keep only the inputs for backward (the layer's states, already kept by the encoder)
+                    # and recompute the m x m Gram work there: SIA adds almost no activation memory.
+                    att, cka = checkpoint(self.layer_terms, layer, states, query, mask, use_reentrant=False)
+                else:
+                    att, cka = self.layer_terms(layer, states, query, mask)
+                att_terms.append(att)
+                cka_terms.append(cka)
+        att_all, cka_all = torch.cat(att_terms), torch.cat(cka_terms)
         if self.aggregation == "sum":
             att_total, cka_total = att_all.sum(), cka_all.sum()
         else:
@@ -150,41 +160,46 @@ class SIALoss(nn.Module):
 
     def layer_terms(
         self, layer: int, states: torch.Tensor, query: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """L_att and L_cka (each a mean over sentences) of every prefix at one layer."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_att and L_cka (each a mean over sentences) of every prefix at one layer: two (P,) tensors.
+
+        Batched over prefixes: the student queries P_{l,i} q are zero-padded to D so one einsum scores every
+        prefix, and the prefix Grams come from one split of the width into blocks (no per-prefix slicing).
+        """
         h = states.float()
         q = query.float()
         h_teacher = h.detach() if self.detach_sia_teacher else h
         q_teacher = q.detach() if self.detach_sia_teacher else q
         scale = math.sqrt(self.hidden_size) * self.attention_temperature
+        fmask = mask.to(h.dtype)
 
         teacher_scores = torch.einsum("bd,bmd->bm", q_teacher, h_teacher) / scale
         log_teacher = F.log_softmax(teacher_scores.masked_fill(~mask, NEG_INF), dim=-1)
-        keep = topk_token_masks(teacher_scores, mask, self.gammas, self.k_min)
+        keep = topk_token_masks(teacher_scores, mask, self.gammas, self.k_min)  # (P, B, m)
 
-        att, students = [], []
-        gram_prefix, start = None, 0
-        for i, d in enumerate(self.prefix_dims):
-            # Student attention: <P q, H[:d]> / sqrt(D), softmax over real tokens.
-            lifted = self.lifts[self.lift_key(layer, d)](q_teacher)
-            student_scores = torch.einsum("bd,bmd->bm", lifted, h[..., :d]) / scale
-            log_student = F.log_softmax(student_scores.masked_fill(~mask, NEG_INF), dim=-1)
-            if self.kl_direction == "student_teacher":
-                att.append(_kl(log_student, log_teacher, mask).mean())
-            else:
-                att.append(_kl(log_teacher, log_student, mask).mean())
-            # Cumulative prefix Gram: G_{d_i} = G_{d_(i-1)} + H[..., d_(i-1):d_i] H[..., d_(i-1):d_i]^T.
-            block = h[..., start:d]
+        # Student attention: <P q, H[:d]> = <pad_D(P q), H>, all prefixes in one einsum.
+        lifted = torch.stack(
+            [F.pad(self.lifts[self.lift_key(layer, d)](q_teacher), (0, self.hidden_size - d)) for d in self.prefix_dims]
+        )  # (P, B, D)
+        student_scores = torch.einsum("pbd,bmd->pbm", lifted, h) / scale
+        log_student = F.log_softmax(student_scores.masked_fill(~mask, NEG_INF), dim=-1)
+        if self.kl_direction == "student_teacher":
+            kl = _kl(log_student, log_teacher.expand_as(log_student), fmask)
+        else:
+            kl = _kl(log_teacher.expand_as(log_student), log_student, fmask)
+        att = kl.mean(-1)  # (P,)
+
+        # Cumulative prefix Grams: G_{d_i} = G_{d_(i-1)} + H[..., d_(i-1):d_i] H[..., d_(i-1):d_i]^T.
+        sizes = [b - a for a, b in zip([0, *self.prefix_dims], [*self.prefix_dims, self.hidden_size], strict=True)]
+        blocks = h.split(sizes, dim=-1)
+        grams = []
+        for block in blocks[:-1]:
             block_gram = block @ block.transpose(-1, -2)
-            gram_prefix = block_gram if gram_prefix is None else gram_prefix + block_gram
-            start = d
-            students.append(center_gram(gram_prefix, keep[i]))
+            grams.append(block_gram if not grams else grams[-1] + block_gram)
+        student = center_gram(torch.stack(grams), keep)  # (P, B, m, m)
         # Teacher: the full-width Gram of the same tokens = last prefix Gram + the remaining block.
-        rest = h_teacher[..., start:]
-        base = gram_prefix.detach() if self.detach_sia_teacher else gram_prefix
-        gram_full = base + rest @ rest.transpose(-1, -2)
-        cka = [
-            (1.0 - cka_from_centered_grams(student, center_gram(gram_full, keep[i]))).mean()
-            for i, student in enumerate(students)
-        ]
+        rest = h_teacher.split(sizes, dim=-1)[-1]
+        base = grams[-1].detach() if self.detach_sia_teacher else grams[-1]
+        teacher = center_gram((base + rest @ rest.transpose(-1, -2)).expand_as(student), keep)
+        cka = (1.0 - cka_from_centered_grams(student, teacher)).mean(-1)  # (P,)
         return att, cka

@@ -1,0 +1,80 @@
+"""build_objective: presets, overrides, the paper's per-backbone ladders, and validation."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import BertConfig, Qwen3Config
+
+from mipic_hf import MatryoshkaConfig, MIPICTrainingArguments
+from mipic_hf.losses import MIPICLoss, MRLLoss, StarbucksLoss, TwoDMSELoss
+from mipic_hf.objective import build_objective, resolve_settings
+
+
+def args(tmp_path, **kw) -> MIPICTrainingArguments:
+    return MIPICTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kw)
+
+
+def bert_base() -> MatryoshkaConfig:
+    return MatryoshkaConfig(text_config=BertConfig(), matryoshka_dimensions=[16, 32, 64, 128, 256, 512, 768])
+
+
+def test_paper_preset_follows_method_md(tmp_path) -> None:
+    objective = build_objective(args(tmp_path, preset="paper"), bert_base(), "simcse")
+    assert isinstance(objective, MIPICLoss)
+    assert objective.alpha == 0.4
+    assert objective.pic.ladder == [(16, 2), (32, 4), (64, 6), (128, 8), (256, 9), (512, 10), (768, 12)]
+    assert objective.sia.layers == [2, 4, 6, 8, 9, 10, 12]
+    assert objective.sia.prefix_dims == [16, 32, 64, 128, 256, 512]
+    assert objective.sia.gammas == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert objective.sia.attention_temperature == 0.05 and objective.sia.k_min == 8
+    assert objective.sia.kl_direction == "student_teacher" and objective.sia.aggregation == "sum"
+    assert objective.sia.detach_sia_teacher is False
+    assert objective.task.temperature == 0.05 and objective.pic.temperature == 0.05
+    qwen = MatryoshkaConfig(
+        text_config=Qwen3Config(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8),
+        matryoshka_dimensions=[16, 32, 64, 128, 256, 512, 1024],
+    )
+    objective = build_objective(args(tmp_path, preset="paper"), qwen, "simcse")
+    assert objective.alpha == 0.5 and objective.pic.ladder[0] == (16, 2) and objective.sia.layers[-1] == 28
+
+
+def test_explicit_values_override_the_preset(tmp_path) -> None:
+    a = args(
+        tmp_path,
+        attention_temperature=1.0,
+        detach_sia_teacher=True,
+        sia_aggregation="mean",
+        alpha=0.7,
+        pic_ladder=["64:6", "768:12"],
+        sia_gammas=[0.5] * 6,
+        aux_lr_multiplier=3.0,
+    )
+    settings = resolve_settings(a)
+    assert settings["attention_temperature"] == 1.0 and settings["aux_lr_multiplier"] == 3.0
+    assert settings["sia_k_min"] == 8  # untouched values come from the preset
+    objective = build_objective(a, bert_base(), "mnrl")
+    assert objective.alpha == 0.7 and objective.sia.detach_sia_teacher is True
+    assert objective.pic.ladder == [(64, 6), (768, 12)] and objective.sia.layers == [6, 12]
+    assert objective.sia.gammas == [0.5] * 6
+
+
+def test_terms_can_be_switched_off(tmp_path) -> None:
+    objective = build_objective(args(tmp_path, pic_weight=0.0, sia_cka_weight=0.0), bert_base(), "mnrl")
+    assert objective.pic is None and objective.sia is not None and objective.sia.cka_weight == 0.0
+    objective = build_objective(args(tmp_path, sia_attention_weight=0.0, sia_cka_weight=0.0), bert_base(), "mnrl")
+    assert objective.sia is None
+
+
+def test_methods(tmp_path) -> None:
+    config = bert_base()
+    assert isinstance(build_objective(args(tmp_path, method="mrl"), config, "cosent"), MRLLoss)
+    none = build_objective(args(tmp_path, method="none"), config, "cosent")
+    assert isinstance(none, MRLLoss) and none.full_dim_only
+    two = build_objective(args(tmp_path, method="2dmse", twodmse_layer_weighting="linear"), config, "cosent")
+    assert isinstance(two, TwoDMSELoss) and two.layers == list(range(1, 12))
+    star = build_objective(args(tmp_path, method="starbucks", starbucks_pairs=["32:2", "768:12"]), config, "cosent")
+    assert isinstance(star, StarbucksLoss) and star.pairs == [(32, 2), (768, 12)]
+    with pytest.raises(ValueError, match="starbucks_pairs must increase"):
+        build_objective(args(tmp_path, method="starbucks", starbucks_pairs=["32:2", "16:12"]), config, "cosent")
+    with pytest.raises(ValueError, match="twodmse_layer_weighting"):
+        build_objective(args(tmp_path, method="2dmse", twodmse_layer_weighting="exp"), config, "cosent")
