@@ -1,0 +1,281 @@
+"""Evaluate a MatryoshkaModel on a grid of (exit layer, embedding dimension) budgets.
+
+For each task and exit layer every distinct text is encoded once, at full width, with a real early exit
+(``model.encode(..., layer=l)``); each dimension d is then the first d columns, re-normalised, which equals
+``model.encode(..., dimension=d, layer=l)``. So a grid costs one encoding pass per (task, layer).
+
+Result structure (JSON-serialisable)::
+
+    {
+      "model": "path-or-name",
+      "dims": [8, 16, ...],            # ascending
+      "layers": [2, 4, ...],           # ascending
+      "max_samples": null | int,
+      "tasks": {
+        "stsb": {
+          "task_type": "sts" | "classification" | "pair_classification",
+          "main_metric": "spearman" | "accuracy" | "ap",
+          "num_examples": {"test": 1379} (+ "train": n for classification),
+          "scores": {"L2": {"D8": {"spearman": 71.2, "pearson": 70.9}, ...}, ...}
+        }
+      }
+    }
+
+Metric values are percentages: sts -> spearman, pearson; classification -> accuracy, macro_f1;
+pair_classification -> accuracy, f1 (both at their best threshold), ap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .metrics import MAIN_METRIC, METRIC_FOR_TASK
+
+TASK_TYPES = tuple(METRIC_FOR_TASK)
+
+
+def layer_key(layer: int) -> str:
+    return f"L{int(layer)}"
+
+
+def dim_key(dim: int) -> str:
+    return f"D{int(dim)}"
+
+
+# ----- benchmarks ----------------------------------------------------------------------------------
+def get_benchmarks() -> Mapping[str, Any]:
+    """The benchmark registry, ``mipic_hf.data.BENCHMARKS`` (imported lazily)."""
+    from mipic_hf.data import BENCHMARKS
+
+    return BENCHMARKS
+
+
+def get_loader() -> Callable[..., Any]:
+    """The benchmark loader, ``mipic_hf.data.load_benchmark`` (imported lazily)."""
+    from mipic_hf.data import load_benchmark
+
+    return load_benchmark
+
+
+def task_type_of(spec: Any) -> str:
+    """The task type of a BENCHMARKS entry (an object with ``.task`` or a mapping with ``"task"``)."""
+    task = spec.get("task") if isinstance(spec, Mapping) else getattr(spec, "task", None)
+    if task not in TASK_TYPES:
+        raise ValueError(f"benchmark task type must be one of {', '.join(TASK_TYPES)}, got {task!r}")
+    return task
+
+
+def check_tasks(tasks: Iterable[str] | str, benchmarks: Mapping[str, Any] | None = None) -> list[str]:
+    """Validate task names against the registry; one-line ValueError listing the known ones."""
+    if isinstance(tasks, str):
+        tasks = [t for t in tasks.split(",") if t.strip()]
+    tasks = [str(t).strip() for t in tasks]
+    if not tasks:
+        raise ValueError("tasks must name at least one benchmark")
+    benchmarks = get_benchmarks() if benchmarks is None else benchmarks
+    unknown = [t for t in tasks if t not in benchmarks]
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(sorted(benchmarks))}")
+    return list(dict.fromkeys(tasks))
+
+
+def _check_ints(field: str, values: Any, low: int, high: int, what: str) -> list[int]:
+    if values is None or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{field} must be a list of integers in {low}..{high} ({what}), got {values!r}")
+    values = list(values)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high]
+    if not values or bad:
+        raise ValueError(f"{field} must be a non-empty list of integers in {low}..{high} ({what}), got {values!r}")
+    return sorted({int(v) for v in values})
+
+
+def check_grid(model: Any, dims: Iterable[int] | None, layers: Iterable[int] | None) -> tuple[list[int], list[int]]:
+    """Resolve and validate (dims, layers): defaults from the config, sorted, de-duplicated."""
+    hidden, num_layers = int(model.hidden_size), int(model.num_layers)
+    dims = model.config.matryoshka_dimensions if dims is None else dims
+    layers = model.config.matryoshka_layers if layers is None else layers
+    dims = _check_ints("dims", dims, 1, hidden, "hidden size")
+    layers = _check_ints("layers", layers, 1, num_layers, "num_hidden_layers")
+    return dims, layers
+
+
+# ----- scoring -------------------------------------------------------------------------------------
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+
+def sample_rows(dataset: Any, max_samples: int | None, seed: int = 0) -> Any:
+    """A seeded random subset of ``max_samples`` rows (kept in their original order); all rows when it fits.
+
+    Random rather than the first N rows: benchmark files are often sorted by label or source, and a head
+    would give a probe few classes (banking77's first 200 train rows hold 2 of its 77 intents).
+    """
+    if max_samples is None or len(dataset) <= max_samples:
+        return dataset
+    rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=max_samples, replace=False))
+    return dataset.select(rows.tolist())
+
+
+def _unique(texts: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+    unique = list(dict.fromkeys(texts))
+    return unique, {t: i for i, t in enumerate(unique)}
+
+
+class _TaskData:
+    """The columns of one task, its distinct texts, and the row index of each column's texts in them."""
+
+    def __init__(self, name: str, task_type: str, test: Any, train: Any = None) -> None:
+        self.name, self.task_type = name, task_type
+        if task_type == "classification":
+            if train is None:
+                raise ValueError(f"classification task {name!r} needs a train split for the probe")
+            columns = {"train": list(train["text"]), "test": list(test["text"])}
+            self.train_labels = np.asarray(list(train["label"]), dtype=np.int64)
+            if len(np.unique(self.train_labels)) < 2:
+                raise ValueError(f"classification task {name!r}: the probe's train rows hold fewer than 2 classes")
+            self.references = np.asarray(list(test["label"]), dtype=np.int64)
+            self.num_examples = {"test": len(columns["test"]), "train": len(columns["train"])}
+        else:
+            columns = {"sentence1": list(test["sentence1"]), "sentence2": list(test["sentence2"])}
+            gold = test["score"] if task_type == "sts" else test["label"]
+            self.references = np.asarray(list(gold), dtype=np.float64 if task_type == "sts" else np.int64)
+            self.num_examples = {"test": len(columns["sentence1"])}
+        if self.num_examples["test"] == 0:
+            raise ValueError(f"task {name!r} has an empty test split")
+        self.texts, position = _unique(t for column in columns.values() for t in column)
+        self.index = {key: np.asarray([position[t] for t in column], dtype=np.int64) for key, column in columns.items()}
+
+    def score(self, embeddings: np.ndarray, metric: Any) -> dict[str, float]:
+        """Scores of (already cut and normalised) embeddings of ``self.texts``."""
+        if self.task_type == "classification":
+            from sklearn.linear_model import LogisticRegression
+
+            probe = LogisticRegression(max_iter=1000, random_state=0)
+            probe.fit(embeddings[self.index["train"]], self.train_labels)
+            predictions = probe.predict(embeddings[self.index["test"]])
+        else:
+            a, b = embeddings[self.index["sentence1"]], embeddings[self.index["sentence2"]]
+            predictions = np.sum(a * b, axis=1)
+        return {k: float(v) for k, v in metric.compute(predictions=predictions, references=self.references).items()}
+
+
+def evaluate_grid(
+    model: Any,
+    tokenizer: Any,
+    tasks: list[str] | str,
+    dims: list[int] | None = None,
+    layers: list[int] | None = None,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    data_dir: str | None = None,
+    show_progress_bar: bool = True,
+    *,
+    benchmarks: Mapping[str, Any] | None = None,
+    load_fn: Callable[..., Any] | None = None,
+    max_length: int | None = None,
+    model_name: str | None = None,
+    sample_seed: int = 0,
+) -> dict[str, Any]:
+    """Score ``model`` on every task at every (exit layer, dimension) of the grid.
+
+    Args:
+        model: a MatryoshkaModel (or any model with ``encode(texts, tokenizer, dimension=, layer=)``,
+            ``hidden_size``, ``num_layers`` and ``config.matryoshka_dimensions`` / ``matryoshka_layers``).
+        tokenizer: the model's tokenizer.
+        tasks: BENCHMARKS names (a list, or one comma-separated string).
+        dims: embedding widths (default ``config.matryoshka_dimensions``), each in 1..hidden size.
+        layers: exit layers (default ``config.matryoshka_layers``), each in 1..num_hidden_layers.
+        batch_size: texts per forward pass.
+        max_samples: cap on the rows of each split used (test, and train for classification probes): a
+            random subset (``sample_seed``), the same for every layer and dim; None: every row.
+        data_dir: passed to ``load_benchmark``.
+        show_progress_bar: a tqdm bar over (task, layer).
+        benchmarks, load_fn: the registry and loader (default ``mipic_hf.data.BENCHMARKS`` /
+            ``load_benchmark``); injectable for tests and custom tasks.
+        max_length: truncation length passed to ``encode``.
+        model_name: the ``"model"`` field of the result (default ``config.name_or_path`` or the class name).
+        sample_seed: seed of the ``max_samples`` subsets.
+
+    Returns:
+        The result dict documented in this module's docstring: one entry per (layer, dim) per task.
+    """
+    from tqdm.auto import tqdm
+
+    dims, layers = check_grid(model, dims, layers)
+    benchmarks = get_benchmarks() if benchmarks is None else benchmarks
+    tasks = check_tasks(tasks, benchmarks)
+    task_types = {t: task_type_of(benchmarks[t]) for t in tasks}
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    load_fn = get_loader() if load_fn is None else load_fn
+
+    name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
+    results: dict[str, Any] = {
+        "model": str(name),
+        "dims": dims,
+        "layers": layers,
+        "max_samples": max_samples,
+        "tasks": {},
+    }
+    hidden = int(model.hidden_size)
+    bar = tqdm(total=len(tasks) * len(layers), desc="Matryoshka eval", disable=not show_progress_bar)
+    try:
+        for task in tasks:
+            task_type = task_types[task]
+            test = sample_rows(load_fn(task, split="test", data_dir=data_dir), max_samples, sample_seed)
+            train = None
+            if task_type == "classification":
+                train = sample_rows(load_fn(task, split="train", data_dir=data_dir), max_samples, sample_seed)
+            data = _TaskData(task, task_type, test, train)
+            metric = METRIC_FOR_TASK[task_type]()
+            scores: dict[str, dict[str, dict[str, float]]] = {}
+            for layer in layers:
+                bar.set_postfix_str(f"{task} L{layer}")
+                full = model.encode(
+                    data.texts,
+                    tokenizer,
+                    dimension=hidden,
+                    layer=layer,
+                    batch_size=batch_size,
+                    show_progress_bar=False,
+                    max_length=max_length,
+                )
+                full = np.asarray(full, dtype=np.float32)
+                scores[layer_key(layer)] = {dim_key(d): data.score(_normalize(full[:, :d]), metric) for d in dims}
+                bar.update(1)
+            results["tasks"][task] = {
+                "task_type": task_type,
+                "main_metric": MAIN_METRIC[task_type],
+                "num_examples": data.num_examples,
+                "scores": scores,
+            }
+    finally:
+        bar.close()
+    return results
+
+
+# ----- reading results -----------------------------------------------------------------------------
+def main_score(results: Mapping[str, Any], task: str, layer: int, dim: int) -> float:
+    """The main metric of ``task`` at exit ``layer`` and width ``dim``."""
+    entry = results["tasks"][task]
+    try:
+        return float(entry["scores"][layer_key(layer)][dim_key(dim)][entry["main_metric"]])
+    except KeyError:
+        raise KeyError(f"no score for task {task!r} at layer {layer}, dim {dim} in these results") from None
+
+
+def average_main_score(results: Mapping[str, Any], layer: int | None = None, dim: int | None = None) -> float:
+    """Mean main metric over tasks and over the grid cells matching ``layer`` / ``dim`` (None: all of them)."""
+    layers = results["layers"] if layer is None else [layer]
+    dims = results["dims"] if dim is None else [dim]
+    values = [main_score(results, task, lay, d) for task in results["tasks"] for lay in layers for d in dims]
+    if not values:
+        raise ValueError("these results hold no scores")
+    return float(np.mean(values))

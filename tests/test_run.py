@@ -1,0 +1,267 @@
+"""Recipes and the runner: every recipe dry-runs offline, overrides win, bad keys fail early, runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+from transformers import AutoTokenizer, BertModel
+
+from mipic_hf.recipe import RecipeError, flatten_recipe, parse_recipe
+from mipic_hf.run import build_plan, main
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+STSB_ROW = "main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a}\t{b}\n"
+WORDS = "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow".split()
+
+
+def write_sts_fixture(root: Path) -> Path:
+    """A tiny data dir in the layout of ../shared/data (made-up sentences): stsb and sts12."""
+    import random
+
+    rng = random.Random(0)
+    (root / "stsb").mkdir(parents=True)
+    for name, n in (("sts-train.csv", 64), ("sts-dev.csv", 16), ("sts-test.csv", 24)):
+        with open(root / "stsb" / name, "w", encoding="utf-8") as f:
+            for i in range(n):
+                a = " ".join(rng.choices(WORDS, k=rng.randint(4, 10)))
+                b = a if i % 3 == 0 else " ".join(rng.choices(WORDS, k=rng.randint(4, 10)))
+                f.write(STSB_ROW.format(i=i, score=5.0 if i % 3 == 0 else rng.random() * 4, a=a, b=b))
+    sts12 = root / "sts12-16" / "STS12-en-test"
+    sts12.mkdir(parents=True)
+    pairs = [(" ".join(rng.choices(WORDS, k=6)), " ".join(rng.choices(WORDS, k=6))) for _ in range(20)]
+    (sts12 / "STS.input.MSRvid.txt").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    (sts12 / "STS.gs.MSRvid.txt").write_text("".join(f"{rng.random() * 5:.2f}\n" for _ in pairs))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """MIPIC_DATA_DIR when it is set (CI: ../shared/data), else a fixture in the same layout."""
+    existing = os.environ.get("MIPIC_DATA_DIR")
+    if existing and Path(existing, "stsb", "sts-train.csv").is_file():
+        return existing
+    return str(write_sts_fixture(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(autouse=True)
+def _data_env(data_dir: str, monkeypatch) -> None:
+    monkeypatch.setenv("MIPIC_DATA_DIR", data_dir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_dry_runs_offline(recipe: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main([str(recipe), "--dry_run", "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("dims", "layers", "objective", "data", "steps", "output"):
+        assert word in printed
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_paper_recipes_resolve_the_paper_ladders(tmp_path: Path) -> None:
+    recipes = Path(__file__).parent.parent / "recipes"
+    plan = build_plan(parse_recipe([str(recipes / "bert-base.yaml"), "--output_dir", str(tmp_path / "o")]))
+    assert plan.shape_only and plan.objective.pic.ladder[0] == (16, 2) and plan.objective.alpha == 0.4
+    plan = build_plan(
+        parse_recipe(
+            [str(recipes / "qwen3-embedding-0.6b-lora.yaml"), "--output_dir", str(tmp_path / "o"), "--dry_run"]
+        )
+    )
+    assert plan.config.pooling == "last_token" and plan.objective.sia.layers[-1] == 28
+    assert plan.objective.alpha == 0.5 and plan.lora_args.use_lora
+
+
+def test_command_line_overrides_win(tmp_path: Path) -> None:
+    recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+    model, data, lora, ev, run, training = parse_recipe(
+        [
+            str(recipe),
+            "--learning_rate",
+            "1e-5",
+            "--max_steps",
+            "20",
+            "--matryoshka_dimensions",
+            "8",
+            "16",
+            "64",
+            "384",
+            "--output_dir",
+            str(tmp_path / "x"),
+            "--method",
+            "2dmse",
+        ]
+    )
+    assert training.learning_rate == 1e-5 and training.max_steps == 20
+    assert model.matryoshka_dimensions == [8, 16, 64, 384]
+    assert training.output_dir == str(tmp_path / "x") and training.method == "2dmse"
+    assert data.train_data == "stsb" and training.per_device_train_batch_size == 32  # the rest from the file
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"model": {"backbon": "x"}}, "unknown key 'model.backbon'; did you mean 'backbone'"),
+        ({"trainig": {"max_steps": 1}}, "unknown key 'trainig'; did you mean 'training'"),
+        ({"model": {"learning_rate": 1e-5}}, "'model.learning_rate' belongs in the 'training' section"),
+        ({"loss": {"metod": "mrl"}}, "did you mean 'method'"),
+        ({"model": ["backbone"]}, "section 'model' must be a mapping"),
+    ],
+)
+def test_unknown_or_misplaced_keys_fail_with_the_closest_key(recipe: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        flatten_recipe(recipe)
+
+
+def test_unknown_cli_option_and_wrong_types(tmp_path: Path, capsys) -> None:
+    recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+    assert main([str(recipe), "--lerning_rate", "1e-5"]) == 2
+    assert "unknown option '--lerning_rate'; did you mean 'learning_rate'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"training": {"max_steps": "many"}, "model": {"backbone": "x"}}))
+    with pytest.raises(RecipeError):
+        parse_recipe([str(bad)])
+    assert "max_steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--matryoshka_dimensions", "16", "8", "384"], "matryoshka_dimensions must be strictly ascending"),
+        (["--matryoshka_dimensions", "8", "500"], "matryoshka_dimensions must be <= the hidden size 384"),
+        (["--matryoshka_layers", "2", "7"], "matryoshka_layers must lie in 1..6"),
+        (["--pic_ladder", "8:2", "16:2", "384:6"], "pic_ladder must increase in both"),
+        (["--sia_layers", "0"], "sia_layers must lie in 1..6"),
+        (["--pooling", "max"], "pooling must be one of"),
+        (["--eval_tasks", "stsbb"], "eval.eval_tasks: unknown"),
+        (["--train_kind", "quads"], "data.train_kind must be one of"),
+        (["--method", "simcse"], "method must be one of"),
+    ],
+)
+def test_bad_values_fail_before_any_work(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:
+    recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+    out = tmp_path / "out"
+    assert main([str(recipe), "--output_dir", str(out), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_non_empty_output_dir_is_not_overwritten(tmp_path: Path, capsys) -> None:
+    recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main([str(recipe), "--output_dir", str(out), "--dry_run"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main([str(recipe), "--output_dir", str(out), "--dry_run", "--overwrite_output_dir"]) == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory, minilm_path: str) -> str:
+    """A 2-layer random BertModel folder (with the MiniLM tokenizer) to use as a local backbone."""
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    BertModel(tiny_config("bert", vocab_size=tokenizer.vocab_size), add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+KIND_FILES = {
+    "sentences": ("train.txt", lambda rows: "\n".join(r[0] for r in rows) + "\n"),
+    "pairs": ("train.csv", lambda rows: "anchor,positive\n" + "".join(f"{a},{b}\n" for a, b, *_ in rows)),
+    "triplets": (
+        "train.tsv",
+        lambda rows: "anchor\tpositive\tnegative\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c, *_ in rows),
+    ),
+    "scored_pairs": (
+        "train.jsonl",
+        lambda rows: "".join(json.dumps({"sentence1": a, "sentence2": b, "score": s}) + "\n" for a, b, _, s, _ in rows),
+    ),
+    "labeled": ("train.csv", lambda rows: "text,label\n" + "".join(f"{a},{y}\n" for a, *_, y in rows)),
+}
+
+
+@pytest.mark.parametrize("kind", list(KIND_FILES))
+def test_each_data_kind_trains_from_local_files(kind: str, tiny_backbone: str, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(1)
+    rows = []
+    for i in range(24):
+        a = " ".join(rng.choices(WORDS, k=5))
+        rows.append((a, a + " " + rng.choice(WORDS), " ".join(rng.choices(WORDS, k=5)), rng.random() * 5, i % 3))
+    name, render = KIND_FILES[kind]
+    path = tmp_path / name
+    path.write_text(render(rows))
+    out = tmp_path / "run"
+    code = main(
+        [
+            "--backbone",
+            tiny_backbone,
+            "--matryoshka_dimensions",
+            "8",
+            "16",
+            "64",
+            "--train_data",
+            str(path),
+            "--train_kind",
+            kind,
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--eval_tasks",
+            "none",
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--learning_rate",
+            "1e-3",
+            "--use_cpu",
+            "true",
+        ]
+    )
+    assert code == 0
+    assert (out / "model.safetensors").is_file() and (out / "mipic_recipe.yaml").is_file()
+    state = json.loads((out / "config.json").read_text())
+    assert state["matryoshka_dimensions"] == [8, 16, 64]
+
+
+def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
+    recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+    out = tmp_path / "quick"
+    code = main(
+        [
+            str(recipe),
+            "--max_steps",
+            "5",
+            "--output_dir",
+            str(out),
+            "--eval_max_samples",
+            "200",
+            "--per_device_train_batch_size",
+            "16",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    assert (out / "model.safetensors").is_file() and (out / "modeling_mipic.py").is_file()
+    eval_dir = out / "eval"
+    assert (eval_dir / "eval_results.json").is_file() and (eval_dir / "eval_results.md").is_file()
+    pngs = sorted(p.name for p in eval_dir.glob("*.png"))
+    assert pngs == ["stsb_heatmap.png", "stsb_score_vs_dim.png"]
+    for png in pngs:
+        assert (eval_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((eval_dir / "eval_results.json").read_text())
+    scores = results["tasks"]["stsb"]["scores"]
+    assert set(scores) == {"L2", "L4", "L6"} and all(len(v) == 7 for v in scores.values())
