@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default=None, help="where to write the results (default MODEL_DIR/eval)")
     parser.add_argument("--max_samples", type=int, default=None, help="random subset (seed 0) of each split's rows")
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
+    parser.add_argument("--split", default="test", choices=["test", "validation"], help="split to score (default test)")
     parser.add_argument("--max_length", type=int, default=None, help="truncation length (default: the config's)")
     parser.add_argument("--data_dir", default=None, help="local benchmark data folder (see mipic_hf.data)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         show_progress_bar=not args.no_progress,
         max_length=args.max_length,
         model_name=str(args.model_dir),
+        split=args.split,
     )
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.model_dir) / "eval"
     paths = write_outputs(results, output_dir)

@@ -130,6 +130,9 @@ class EvalArguments:
     )
     eval_max_samples: int | None = field(default=None, metadata={"help": "Cap rows per evaluation set."})
 
+    eval_split: str = field(
+        default="test", metadata={"help": "Split scored after training: test | validation (choose settings on it)."}
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Texts per encoding batch."})
     eval_during_training: bool = field(
         default=False, metadata={"help": "Also run the grid at every evaluation step (eval_strategy/eval_steps)."}

@@ -422,6 +422,7 @@ def execute(plan: Plan) -> dict[str, Any]:
             layers=layers,
             batch_size=plan.eval_args.eval_batch_size,
             max_samples=plan.eval_args.eval_max_samples,
+            split=plan.eval_args.eval_split,
         )
         summary["outputs"] = {k: str(v) for k, v in write_outputs(results, out / "eval").items()}
         summary["results"] = results

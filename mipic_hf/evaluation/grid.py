@@ -178,6 +178,7 @@ def evaluate_grid(
     max_length: int | None = None,
     model_name: str | None = None,
     sample_seed: int = 0,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Score ``model`` on every task at every (exit layer, dimension) of the grid.
 
@@ -198,6 +199,7 @@ def evaluate_grid(
         max_length: truncation length passed to ``encode``.
         model_name: the ``"model"`` field of the result (default ``config.name_or_path`` or the class name).
         sample_seed: seed of the ``max_samples`` subsets.
+        split: the split scored ("test"; "validation" to choose settings without touching the test sets).
 
     Returns:
         The result dict documented in this module's docstring: one entry per (layer, dim) per task.
@@ -222,6 +224,7 @@ def evaluate_grid(
         "dims": dims,
         "layers": layers,
         "max_samples": max_samples,
+        "split": split,
         "tasks": {},
     }
     hidden = int(model.hidden_size)
@@ -229,7 +232,7 @@ def evaluate_grid(
     try:
         for task in tasks:
             task_type = task_types[task]
-            test = sample_rows(load_fn(task, split="test", data_dir=data_dir), max_samples, sample_seed)
+            test = sample_rows(load_fn(task, split=split, data_dir=data_dir), max_samples, sample_seed)
             train = None
             if task_type == "classification":
                 train = sample_rows(load_fn(task, split="train", data_dir=data_dir), max_samples, sample_seed)
