@@ -265,3 +265,42 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
     results = json.loads((eval_dir / "eval_results.json").read_text())
     scores = results["tasks"]["stsb"]["scores"]
     assert set(scores) == {"L2", "L4", "L6"} and all(len(v) == 7 for v in scores.values())
+
+
+def test_lora_run_trains_adapters_and_exports_a_merged_model(tiny_backbone: str, tmp_path: Path, capsys) -> None:
+    from safetensors import safe_open
+
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(" ".join(WORDS[i : i + 5]) for i in range(12)) + "\n")
+    common = [
+        "--backbone",
+        tiny_backbone,
+        "--matryoshka_dimensions",
+        "8",
+        "64",
+        "--train_data",
+        str(data),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--eval_tasks",
+        "none",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--use_cpu",
+        "true",
+        "--use_lora",
+        "true",
+    ]
+    assert main([*common, "--lora_target_modules", "qkv_proj", "--output_dir", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "lora.lora_target_modules: ['qkv_proj'] not found; candidates:" in err and "query" in err
+    out = tmp_path / "lora"
+    assert main([*common, "--lora_target_modules", "query", "value", "--output_dir", str(out)]) == 0
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora" in k for k in keys)
+    assert all(k.startswith("backbone.") and "base_model" not in k for k in keys)
