@@ -17,6 +17,7 @@ from .collator import MatryoshkaDataCollator, split_columns
 from .losses.base import EncodedText
 from .losses.matryoshka import check_task_inputs
 from .objective import build_objective, resolve_settings
+from .wrappers import find_matryoshka_model
 
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
 
@@ -322,14 +323,7 @@ class MIPICTrainer(Trainer):
 
 def _matryoshka_model(model: torch.nn.Module) -> torch.nn.Module:
     """The MatryoshkaModel inside DDP / accelerate / PEFT wrappers."""
-    seen = model
-    for _ in range(5):
-        if hasattr(seen, "pool") and hasattr(seen, "config") and hasattr(seen.config, "matryoshka_dimensions"):
-            return seen
-        if hasattr(seen, "module"):
-            seen = seen.module
-        elif hasattr(seen, "get_base_model"):
-            seen = seen.get_base_model()
-        else:
-            break
-    raise ValueError(f"MIPICTrainer needs a MatryoshkaModel, got {type(model).__name__}")
+    found = find_matryoshka_model(model)
+    if found is None:
+        raise ValueError(f"MIPICTrainer needs a MatryoshkaModel, got {type(model).__name__}")
+    return found

@@ -7,21 +7,13 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..wrappers import find_matryoshka_model
 from .grid import average_main_score, check_tasks, dim_key, evaluate_grid, layer_key
 
 
 def unwrap_model(model: Any) -> Any:
     """The model inside DDP / accelerate (``.module``) or PEFT (``get_base_model()``) wrappers."""
-    for _ in range(5):
-        if hasattr(model, "encode") and hasattr(model, "config"):
-            return model
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        else:
-            break
-    return model
+    return find_matryoshka_model(model) or model
 
 
 def grid_metrics(results: Mapping[str, Any], prefix: str = "eval", all_metrics: bool = False) -> dict[str, float]:

@@ -1,0 +1,21 @@
+"""Find the MatryoshkaModel inside the wrappers training adds (DDP / accelerate ``.module``, PEFT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def find_matryoshka_model(model: Any, max_depth: int = 5) -> Any | None:
+    """The innermost object with ``pool``, ``encode`` and a Matryoshka config, or None."""
+    seen = model
+    for _ in range(max_depth):
+        config = getattr(seen, "config", None)
+        if hasattr(seen, "pool") and hasattr(seen, "encode") and hasattr(config, "matryoshka_dimensions"):
+            return seen
+        if hasattr(seen, "module"):
+            seen = seen.module
+        elif hasattr(seen, "get_base_model"):
+            seen = seen.get_base_model()
+        else:
+            return None
+    return None
