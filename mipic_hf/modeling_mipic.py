@@ -365,7 +365,12 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         text_config = AutoConfig.from_pretrained(
             pretrained_model_name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False), **hub_kwargs
         )
-        st_settings = _sentence_transformers_settings(pretrained_model_name_or_path, hub_kwargs)
+        try:
+            st_settings = _sentence_transformers_settings(pretrained_model_name_or_path, hub_kwargs)
+        except ValueError:
+            if pooling is None:  # the folder's pooling is one we do not offer: the user must choose
+                raise
+            st_settings = {}
         config = MatryoshkaConfig(
             text_config=text_config,
             matryoshka_dimensions=matryoshka_dimensions,
@@ -397,6 +402,33 @@ def _backbone_init_kwargs(text_config: Any) -> dict[str, Any]:
     return {}
 
 
+_ST_POOLING = {"cls": "cls", "mean": "mean", "lasttoken": "last_token", "last_token": "last_token"}
+
+
+def _st_pooling_mode(pooling_config: dict[str, Any]) -> str | None:
+    """Our pooling name for a sentence-transformers Pooling config (v6 ``pooling_mode`` or the older flags)."""
+    mode = pooling_config.get("pooling_mode")
+    if mode is None:  # sentence-transformers < 6: one boolean flag per mode
+        flags = {
+            "cls": "pooling_mode_cls_token",
+            "mean": "pooling_mode_mean_tokens",
+            "lasttoken": "pooling_mode_lasttoken",
+            "max": "pooling_mode_max_tokens",
+            "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+            "weightedmean": "pooling_mode_weightedmean_tokens",
+        }
+        on = [name for name, key in flags.items() if pooling_config.get(key)]
+        if not on:
+            return None
+        mode = on[0] if len(on) == 1 else "+".join(on)
+    if mode not in _ST_POOLING:
+        raise ValueError(
+            f"pooling: the sentence-transformers folder pools with {mode!r}, which MatryoshkaModel does not "
+            "offer; pass pooling='cls', 'mean' or 'last_token' explicitly"
+        )
+    return _ST_POOLING[mode]
+
+
 def _sentence_transformers_settings(path: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pooling mode and max_seq_length of a sentence-transformers folder or repo, when it is one."""
     from transformers.utils import cached_file
@@ -424,13 +456,9 @@ def _sentence_transformers_settings(path: str, hub_kwargs: dict[str, Any]) -> di
     for module in modules:
         if str(module.get("type", "")).endswith("Pooling"):
             pooling_config = read_json(f"{module.get('path', '1_Pooling')}/config.json") or {}
-            for key, mode in (
-                ("pooling_mode_cls_token", "cls"),
-                ("pooling_mode_mean_tokens", "mean"),
-                ("pooling_mode_lasttoken", "last_token"),
-            ):
-                if pooling_config.get(key):
-                    settings["pooling"] = mode
+            mode = _st_pooling_mode(pooling_config)
+            if mode is not None:
+                settings["pooling"] = mode
     bert_config = read_json("sentence_bert_config.json") or {}
     if isinstance(bert_config.get("max_seq_length"), int):
         settings["max_seq_length"] = bert_config["max_seq_length"]

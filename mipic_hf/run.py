@@ -213,12 +213,15 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     path = resolve_backbone(model_args.backbone)
     text_config, shape_only = backbone_config(model_args, path)
     st_settings: dict[str, Any] = {}
-    if not shape_only:
+    if not shape_only and model_args.pooling is None:
         from .modeling_mipic import _sentence_transformers_settings
 
-        st_settings = _sentence_transformers_settings(
-            path, {"revision": model_args.revision} if model_args.revision else {}
-        )
+        try:
+            st_settings = _sentence_transformers_settings(
+                path, {"revision": model_args.revision} if model_args.revision else {}
+            )
+        except ValueError as err:
+            raise RecipeError(f"model.{err}") from None
     config = MatryoshkaConfig(
         text_config=text_config,
         matryoshka_dimensions=model_args.matryoshka_dimensions,

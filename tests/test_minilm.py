@@ -34,3 +34,27 @@ def test_from_backbone_keeps_the_sentence_transformers_embedding(minilm_path: st
     shallow = model.encode(TEXTS, dimension=32, layer=2, convert_to_tensor=True)
     assert shallow.shape == (4, 32)
     assert F.cosine_similarity(shallow, F.normalize(reference[:, :32], dim=-1)).mean() < 0.99
+
+
+def _st_folder(tmp_path, minilm_path: str, pooling_config: dict) -> str:
+    """A copy of the MiniLM folder whose Pooling module config is replaced."""
+    import json
+    import shutil
+
+    folder = tmp_path / "st"
+    shutil.copytree(minilm_path, folder)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    return str(folder)
+
+
+def test_pooling_read_from_both_sentence_transformers_formats(tmp_path, minilm_path: str) -> None:
+    import pytest
+
+    new_format = _st_folder(tmp_path, minilm_path, {"embedding_dimension": 384, "pooling_mode": "cls"})
+    assert MatryoshkaModel.from_backbone(new_format).config.pooling == "cls"
+    old_format = _st_folder(tmp_path / "b", minilm_path, {"pooling_mode_lasttoken": True})
+    assert MatryoshkaModel.from_backbone(old_format).config.pooling == "last_token"
+    max_pool = _st_folder(tmp_path / "c", minilm_path, {"pooling_mode": "max"})
+    with pytest.raises(ValueError, match="pools with 'max'"):
+        MatryoshkaModel.from_backbone(max_pool)
+    assert MatryoshkaModel.from_backbone(max_pool, pooling="mean").config.pooling == "mean"
