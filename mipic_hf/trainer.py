@@ -185,7 +185,9 @@ class MIPICTrainer(Trainer):
             example = train_dataset[0] if len(train_dataset) else None
             texts, label = split_columns(train_dataset.column_names, example)
             check_task_inputs(self.task_loss, len(texts), label is not None)
-        self.objective = objective or build_objective(args, _matryoshka_model(model).config, self.task_loss, num_labels)
+        if objective is None:
+            objective = build_objective(args, _matryoshka_model(model).config, self.task_loss, num_labels)
+        self.objective = objective
         self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
         super().__init__(
             model=model,
