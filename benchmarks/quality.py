@@ -212,6 +212,32 @@ def cmd_report(args: argparse.Namespace) -> None:
                     else:
                         cells.append(f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}")
                 print(f"| {method} ({len(found[method])}) | " + " | ".join(cells) + " |")
+        grid_averages(found, task)
+
+
+def grid_averages(found: dict[str, dict[int, dict]], task: str) -> None:
+    """The selection criterion: mean Spearman over the whole (layer x dim) grid, and over its small dims."""
+    print(f"\n{task}: grid averages (mean over seeds of the mean over cells)\n")
+    print("| method | all cells | dims <= 64, all layers | layer 6, dims <= 64 |")
+    print("|---|---|---|---|")
+    for method in [m for m in METHODS if m in found]:
+        rows = [r["tasks"][task]["scores"] for r in found[method].values() if task in r["tasks"]]
+        if not rows:
+            continue
+
+        def avg(keep, rows: list = rows) -> float:
+            per_seed = [
+                statistics.mean(
+                    v["spearman"] for lk, dims in sc.items() for dk, v in dims.items() if keep(int(lk[1:]), int(dk[1:]))
+                )
+                for sc in rows
+            ]
+            return statistics.mean(per_seed)
+
+        print(
+            f"| {method} | {avg(lambda layer, d: True):.2f} | {avg(lambda layer, d: d <= 64):.2f} | "
+            f"{avg(lambda layer, d: layer == 6 and d <= 64):.2f} |"
+        )
 
 
 def main() -> None:
