@@ -38,6 +38,14 @@ def test_paper_preset_follows_method_md(tmp_path) -> None:
     assert objective.alpha == 0.5 and objective.pic.ladder[0] == (16, 2) and objective.sia.layers[-1] == 28
 
 
+def test_default_preset_rescales_the_attention_kl(tmp_path) -> None:
+    objective = build_objective(args(tmp_path), bert_base(), "simcse")
+    assert objective.sia.attention_temperature == 1.0 and objective.sia.aggregation == "mean"
+    paper = resolve_settings(args(tmp_path, preset="paper"))
+    default = resolve_settings(args(tmp_path))
+    assert {k for k in paper if paper[k] != default[k]} == {"attention_temperature", "sia_aggregation"}
+
+
 def test_explicit_values_override_the_preset(tmp_path) -> None:
     a = args(
         tmp_path,
