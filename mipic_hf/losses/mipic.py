@@ -6,7 +6,7 @@ the ladder. SIA and PIC are averaged over the encoded text columns (both views f
 
 Presets (``preset``): ``paper`` sets every value as METHOD.md section 5 transcribes it; ``default`` is the
 paper's with attention_temperature 1.0 and mean aggregation of the SIA terms (the paper's 0.05 and sum let
-the attention KL dominate and cost 14 STS-B points on MiniLM). Any value set explicitly wins over the preset.
+the attention KL dominate and cost 10-14 STS-B points on MiniLM). Any value set explicitly wins over the preset.
 """
 
 from __future__ import annotations
