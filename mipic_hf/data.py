@@ -556,11 +556,12 @@ def load_benchmark(
 
 # Row kinds a benchmark split has -> train kinds it can serve (extra columns are dropped).
 _COMPATIBLE = {
-    "triplets": ("triplets", "pairs"),
-    "scored_pairs": ("scored_pairs",),
+    "triplets": ("triplets", "pairs", "sentences"),
+    "scored_pairs": ("scored_pairs", "sentences"),
     "labeled": ("labeled", "sentences"),
-    "pair_labels": (),
+    "pair_labels": ("sentences",),
 }
+_PAIRED_TEXT_COLUMNS = ("sentence1", "sentence2", "anchor", "positive", "negative")
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -820,6 +821,11 @@ def _train_from_benchmark(
                 f"compatible kinds: {allowed}"
             )
         dataset = load_benchmark(name, split, data_dir=data_dir)
+        if kind == "sentences" and rows != "labeled":
+            # Unlabelled sentences of a paired set (the paper's SimCSE protocol): each distinct text once.
+            texts = [c for c in _PAIRED_TEXT_COLUMNS if c in dataset.column_names]
+            unique = dict.fromkeys(t for c in texts for t in dataset[c] if isinstance(t, str) and t.strip())
+            dataset = datasets.Dataset.from_dict({"text": list(unique)})
     if len(dataset) == 0:
         raise ValueError(f"train data {name!r} has no rows")
     return _to_kind(_Table.from_dataset(dataset).head(max_samples), kind, columns, name)

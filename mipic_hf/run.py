@@ -29,7 +29,7 @@ from .recipe import (
     offline,
     parse_recipe,
 )
-from .trainer import MIPICTrainingArguments
+from .trainer import MIPICTrainingArguments, infer_task
 
 KIND_TO_TASK = {
     "sentences": "simcse",
@@ -181,32 +181,10 @@ def infer_kind(data_args: DataArguments) -> str:
     raise RecipeError(f"data.train_kind is required for '{source}'; one of {', '.join(KINDS)}")
 
 
-def load_training_rows(data_args: DataArguments, kind: str, columns: dict[str, str] | None) -> Any:
-    """The train set; ``sentences`` from a paired benchmark = the unique sentences of its pairs."""
-    from datasets import Dataset
-
-    from .data import BENCHMARKS, load_benchmark, load_train_data
-
-    source = data_args.train_data
-    if kind == "sentences" and source in BENCHMARKS and BENCHMARKS[source].kind != "sentences":
-        rows = load_benchmark(source, data_args.train_split)
-        texts = [
-            c for c in rows.column_names if c in ("sentence1", "sentence2", "anchor", "positive", "negative", "text")
-        ]
-        seen = dict.fromkeys(t for c in texts for t in rows[c] if isinstance(t, str) and t.strip())
-        sentences = list(seen)[: data_args.max_train_samples] if data_args.max_train_samples else list(seen)
-        if not sentences:
-            raise RecipeError(f"data.train_data '{source}' has no sentences")
-        return Dataset.from_dict({"text": sentences})
-    return load_train_data(
-        source, kind, columns=columns, split=data_args.train_split, max_samples=data_args.max_train_samples
-    )
-
-
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     from .configuration_mipic import MatryoshkaConfig
-    from .data import BENCHMARKS
+    from .data import BENCHMARKS, load_train_data
     from .objective import build_objective
 
     model_args, data_args, lora_args, eval_args, run_args, training_args = args
@@ -241,7 +219,13 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     train_dataset, data_note = None, ""
     if is_local or not offline():
         try:
-            train_dataset = load_training_rows(data_args, kind, columns)
+            train_dataset = load_train_data(
+                data_args.train_data,
+                kind,
+                columns=columns,
+                split=data_args.train_split,
+                max_samples=data_args.max_train_samples,
+            )
         except (OSError, FileNotFoundError) as err:
             raise RecipeError(f"data.train_data '{data_args.train_data}': {str(err).splitlines()[0]}") from None
         data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
@@ -254,9 +238,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     num_labels = training_args.num_labels
     if task == "classification" and num_labels is None:
         if train_dataset is not None:
-            feature = train_dataset.features.get("label")
-            names = getattr(feature, "names", None)
-            num_labels = len(names) if names else int(max(train_dataset["label"])) + 1
+            num_labels = infer_task(train_dataset)[1]
         else:
             num_labels = 2  # placeholder for an offline dry run; the real count comes from the data
     objective = build_objective(training_args, config, task, num_labels)
