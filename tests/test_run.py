@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
-from transformers import AutoTokenizer, BertModel
 
 from mipic_hf.recipe import RecipeError, flatten_recipe, parse_recipe
 from mipic_hf.run import build_plan, main
@@ -160,16 +158,6 @@ def test_non_empty_output_dir_is_not_overwritten(tmp_path: Path, capsys) -> None
     assert main([str(recipe), "--output_dir", str(out), "--dry_run"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert main([str(recipe), "--output_dir", str(out), "--dry_run", "--overwrite_output_dir"]) == 0
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory, minilm_path: str) -> str:
-    """A 2-layer random BertModel folder (with the MiniLM tokenizer) to use as a local backbone."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    BertModel(tiny_config("bert", vocab_size=tokenizer.vocab_size), add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 KIND_FILES = {

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mipic_hf.losses.base import EncodedText
 from mipic_hf.losses.matryoshka import MatryoshkaTaskLoss
+from mipic_hf.losses.mipic import MIPICLoss
 from mipic_hf.losses.mrl import MRLLoss
 from mipic_hf.losses.starbucks import StarbucksLoss
 from mipic_hf.losses.twodmse import TwoDMSELoss, layer_weight
@@ -125,3 +126,17 @@ def test_twodmse_samples_one_layer_and_dim_and_detaches_the_teacher() -> None:
     assert layer_weight(math.e, "log") == pytest.approx(0.5)
     with pytest.raises(ValueError, match="twodmse_layer_weighting"):
         layer_weight(2, "cubic")
+
+
+def test_pic_task_weight_adds_the_task_loss_at_the_lower_rungs() -> None:
+    enc = [encoded_column(0, requires_grad=True), encoded_column(1)]
+    task = MatryoshkaTaskLoss("mnrl", DIMS)
+    rungs = [(DIMS[0], 1), (DIMS[1], 2), (DIMS[-1], 3)]
+    plain = MIPICLoss(task, None, None, alpha=0.3, rungs=rungs)(enc)
+    assert "rung" not in plain  # 0 (the paper) adds nothing
+    out = MIPICLoss(task, None, None, alpha=0.3, rungs=rungs, pic_task_weight=0.5)(enc)
+    expected_rung = sum(task([e.pooled(layer) for e in enc], None, dims=[d])["mrl"] for d, layer in rungs[:-1])
+    torch.testing.assert_close(out["rung"], expected_rung)
+    torch.testing.assert_close(out["loss"], 0.3 * (plain["mrl"] + 0.5 * expected_rung))
+    out["loss"].backward()
+    assert enc[0].hidden_states[1].grad.abs().sum() > 0  # the shallow rung's layer is supervised

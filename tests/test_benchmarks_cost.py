@@ -1,0 +1,39 @@
+"""benchmarks/cost.py end to end on a tiny backbone: ours and the sentence-transformers peers, memory and encode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+COST = Path(__file__).parent.parent / "benchmarks" / "cost.py"
+METHODS = ["mrl", "mipic", "st_matryoshka", "st_matryoshka2d"]
+
+
+def test_cost_benchmark_runs_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Path) -> None:
+    out = tmp_path / "cost.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, str(COST), "--model", tiny_backbone, "--text", "full", "--rounds", "2", "--warmup", "1"]
+    cmd += ["--batch_size", "4", "--seq_len", "16", "--methods", *METHODS]
+    cmd += ["--encode_sentences", "16", "--encode_rounds", "1", "--out", str(out)]
+    cmd += ["--threads", "1"]  # 2 threads spin-wait badly when the CI machine's 2 cores are busy (100x steps)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    results = json.loads(out.read_text())
+    assert list(results["methods"]) == METHODS
+    for method, row in results["methods"].items():
+        assert row["median_step_s"] > 0 and len(row["step_times_s"]) == 2, method
+        assert row["peak_rss_growth_bytes"] is not None and row["saved_bytes"] > 0, method
+    mrl = results["methods"]["mrl"]
+    assert mrl["step_time_ratio"] == 1.0 and mrl["saved_ratio"] == 1.0
+    # The tiny backbone has 2 layers: the only exit layer of [2, 4, full] it has is 2, the full model.
+    rows = results["encode"]["rows"]
+    assert [r["layer"] for r in rows] == [2] and rows[0]["full_depth"] and rows[0]["throughput_ratio"] == 1.0
+    assert rows[0]["sentences_per_s"] > 0 and results["encode"]["sentences"] == 16
+    # The markdown tables: one row per method, one per exit layer.
+    for method in METHODS:
+        assert f"| {method} | " in proc.stdout
+    assert "| 2 (full) | " in proc.stdout and "| mrl | 1.00x | 1.00x | 1.00x |" in proc.stdout
