@@ -83,7 +83,8 @@ class Plan:
             return " ".join(f"({dim},{layer})" for dim, layer in pairs)
 
         if getattr(obj, "pic", None) is not None:
-            lines.append(f"  ladder     {rungs(obj.pic.ladder)}")
+            task_at_rungs = f", task loss at lower rungs x{obj.pic_task_weight:g}" if obj.pic_task_weight else ""
+            lines.append(f"  ladder     {rungs(obj.pic.ladder)}{task_at_rungs}")
         if getattr(obj, "sia", None) is not None:
             lines.append(
                 f"  SIA        layers {obj.sia.layers}, prefixes {obj.sia.prefix_dims}, "

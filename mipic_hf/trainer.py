@@ -53,8 +53,8 @@ class MIPICTrainingArguments(TrainingArguments):
     alpha: float | None = field(
         default=None,
         metadata={
-            "help": "L = alpha * L_MRL + (1 - alpha) * (L_SIA + L_PIC). Preset default: 0.2; preset paper: "
-            "0.4 for BERT-size encoders, 0.5 for decoders or hidden size >= 1024 (the paper's values)."
+            "help": "L = alpha * L_MRL + (1 - alpha) * (L_SIA + L_PIC). Default: 0.4 for BERT-size "
+            "encoders, 0.5 for decoders or hidden size >= 1024 (the paper's values)."
         },
     )
     attention_temperature: float | None = field(
@@ -102,7 +102,7 @@ class MIPICTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Weight of the task loss at each PIC rung below the top, added to L_MRL (not in the paper; "
-            "preset: 0)."
+            "preset default: 1, paper: 0)."
         },
     )
     aux_lr_multiplier: float | None = field(

@@ -38,12 +38,15 @@ def test_paper_preset_follows_method_md(tmp_path) -> None:
     assert objective.alpha == 0.5 and objective.pic.ladder[0] == (16, 2) and objective.sia.layers[-1] == 28
 
 
-def test_default_preset_rescales_the_attention_kl(tmp_path) -> None:
+def test_default_preset_rescales_the_attention_kl_and_supervises_the_rungs(tmp_path) -> None:
     objective = build_objective(args(tmp_path), bert_base(), "simcse")
     assert objective.sia.attention_temperature == 1.0 and objective.sia.aggregation == "mean"
     paper = resolve_settings(args(tmp_path, preset="paper"))
     default = resolve_settings(args(tmp_path))
-    assert {k for k in paper if paper[k] != default[k]} == {"attention_temperature", "sia_aggregation"}
+    changed = {k for k in paper if paper[k] != default[k]}
+    assert changed == {"attention_temperature", "sia_aggregation", "pic_task_weight"}
+    assert objective.pic_task_weight == 1.0 and objective.rungs == objective.pic.ladder[:-1]
+    assert build_objective(args(tmp_path, preset="paper"), bert_base(), "simcse").pic_task_weight == 0.0
 
 
 def test_explicit_values_override_the_preset(tmp_path) -> None:
