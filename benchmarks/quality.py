@@ -14,9 +14,9 @@ through their own trainer and losses; every model is scored by the same ``evalua
 ``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/`` (not committed).
 ``--model PATH`` swaps the backbone (a tiny random model in CI); dims and exit layers follow its shape.
 
-``batch`` runs the full plan: the candidates on STS-B dev first, then every method and ablation on test
-(3 seeds), and the winner of the dev selection rule (``select_default``) on test, in ``--jobs`` worker
-processes. The rule is fixed in code before any test number is read.
+``batch`` runs the full plan in ``--jobs`` worker processes: the candidates on STS-B dev first (rounds 2 and 3
+of choosing the ``default`` preset), then every method and ablation on test (3 seeds), and prints what the
+dev selection rule (``select_default``, fixed in code before any test number was read) picks.
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise SystemExit(f"no results under {RUNS / args.split}")
     first = next(iter(next(iter(found.values())).values()))
     DIMS, LAYERS = list(first["dims"]), list(first["layers"])  # the grid the runs used
-    order = [m for m in METHODS if m in found]
+    order = [m for m in args.methods or METHODS if m in found]
     for task in tasks_for(args.split):
         for layer in args.layers or LAYERS[::-1]:
             print(f"\n{task} ({args.split}), exit layer {layer}: Spearman x100, mean +- std over seeds (n)\n")
@@ -388,7 +388,7 @@ def plot(found: dict[str, dict[int, dict]], task: str, split: str, order: list[s
 
 def cmd_batch(args: argparse.Namespace) -> None:
     """The whole benchmark in ``--jobs`` worker processes: dev selection first, then the test runs."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor
 
     model = args.model or minilm_path()
     log_dir = RUNS / "logs"
@@ -406,20 +406,15 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
     seeds = args.seeds
     dev = [("validation", m, s) for s in seeds for m in ["untrained", "mrl", "ctrl_mrl_lr_8e-6", *CANDIDATES]]
-    test_main = [("test", m, s) for s in seeds for m in MAIN]
-    later = [("test", m, s) for s in seeds for m in ABLATIONS + SIMCSE + ["ctrl_mrl_lr_8e-6"]]
-    dev = [j for j in dev if not (j[1] == "untrained" and j[2] != seeds[0])]
-    test_main = [j for j in test_main if not (j[1] == "untrained" and j[2] != seeds[0])]
+    dev += [("validation", m, seeds[0]) for m in [*ROUND3[1:], "starbucks"]]
+    test = [("test", m, s) for s in seeds for m in MAIN + ABLATIONS + SIMCSE + ["ctrl_mrl_lr_8e-6"]]
+    jobs = [j for j in dev + test if not (j[1] == "untrained" and j[2] != seeds[0])]
     with ThreadPoolExecutor(args.jobs) as pool:
-        dev_futures = [pool.submit(job, *j) for j in dev]
-        main_futures = [pool.submit(job, *j) for j in test_main]
-        for _ in as_completed(dev_futures):
-            pass
-        winner = select_default(load_scores("validation"), seeds)
-        print(f"dev selection rule picks: {winner}", flush=True)
-        extra = [("test", winner, s) for s in seeds] if winner and winner != "mipic_t1_mean" else []
-        later_futures = [pool.submit(job, *j) for j in extra + later]
-        failed = [f.result() for f in main_futures + later_futures + dev_futures if f.result()[3] != 0]
+        results = list(pool.map(lambda j: job(*j), jobs))
+    dev_scores = load_scores("validation")
+    print(f"round 2 rule picks: {select_default(dev_scores, seeds)}")
+    print(f"round 3 rule picks: {select_default(dev_scores, seeds[:1], ROUND3)} (the `default` preset)")
+    failed = [r for r in results if r[3] != 0]
     if failed:
         raise SystemExit(f"{len(failed)} runs failed: {failed}")
 
@@ -442,6 +437,7 @@ def main() -> None:
     report = sub.add_parser("report", help="print mean +- std tables from finished runs")
     report.add_argument("--split", choices=["test", "validation"], default="test")
     report.add_argument("--layers", nargs="+", type=int, default=None, help="default: every exit layer run")
+    report.add_argument("--methods", nargs="+", choices=list(METHODS), help="rows, in this order (default: all run)")
     report.add_argument(
         "--plots",
         nargs="?",
