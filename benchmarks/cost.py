@@ -143,6 +143,12 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
     def loss() -> torch.Tensor:
         return trainer.compute_loss(model, batch)
 
+    return Run(loss, training_step(loss, params, optimizer))
+
+
+def training_step(loss, params: list[torch.Tensor], optimizer: torch.optim.Optimizer):
+    """One step: loss, backward, global-norm clip at 1.0, optimizer step, zero grads; returns the loss value."""
+
     def step() -> float:
         value = loss()
         value.backward()
@@ -151,7 +157,7 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
         optimizer.zero_grad(set_to_none=True)
         return value.item()
 
-    return Run(loss, step)
+    return step
 
 
 def st_losses():
@@ -216,15 +222,7 @@ def build_st(method: str, model_path: str, batch_size: int, seq_len: int, text: 
             rng_state[0] = random.getstate()
             random.setstate(outer)
 
-    def step() -> float:
-        value = loss()
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return value.item()
-
-    return Run(loss, step)
+    return Run(loss, training_step(loss, params, optimizer))
 
 
 def saved_bytes(run: Run) -> int:

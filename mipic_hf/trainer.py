@@ -153,7 +153,7 @@ class MIPICTrainer(Trainer):
     hidden states when the objective needs them, and computes every term from that cache. The auxiliary
     modules (SIA lifts, PIC projectors, classifier) live in ``self.objective``: trained with their own
     learning rate multiplier, saved in every checkpoint as ``mipic_aux.safetensors`` and restored on
-    resume, never part of the saved model. Components are logged (mrl, sia_att, sia_cka, pic, total).
+    resume, never part of the saved model. Components are logged (mrl, rung, sia_att, sia_cka, pic, total).
     """
 
     def __init__(
