@@ -7,6 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The shared data beside the checkout (as .ci/run does), so `python -m pytest` needs no variable set.
+_SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+if not os.environ.get("MIPIC_DATA_DIR") and os.path.isdir(_SHARED):
+    os.environ["MIPIC_DATA_DIR"] = os.path.abspath(_SHARED)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
