@@ -160,14 +160,6 @@ def training_step(loss, params: list[torch.Tensor], optimizer: torch.optim.Optim
     return step
 
 
-def st_losses():
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer import losses
-    except ImportError:  # 5.x
-        from sentence_transformers import losses
-    return losses
-
-
 def matryoshka_dims(model_path: str) -> list[int]:
     """The model's Matryoshka dims, descending: ``MatryoshkaModel.from_backbone(path)``'s, without the weights."""
     from transformers import AutoConfig
@@ -178,33 +170,20 @@ def matryoshka_dims(model_path: str) -> list[int]:
     return sorted(config.matryoshka_dimensions, reverse=True)
 
 
-def adamw_like_ours(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """``torch.optim.AdamW`` with the hyperparameters the Trainer gives ours (no decay on biases and LayerNorms)."""
-    args = training_args("mrl")
-    no_decay = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
-    no_decay |= {id(p) for name, p in model.named_parameters() if "bias" in name}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": args.weight_decay},
-        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups,
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        eps=args.adam_epsilon,
-        fused=args.optim == "adamw_torch_fused" or None,
-    )
+def trainer_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``transformers.Trainer`` builds for ours (AdamW, no decay on biases and norms), for a peer."""
+    from transformers import Trainer
+
+    return Trainer(model=model, args=training_args("mrl")).create_optimizer()
 
 
 def build_st(method: str, model_path: str, batch_size: int, seq_len: int, text: str) -> Run:
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer, losses
 
-    losses = st_losses()
     model = SentenceTransformer(model_path, device="cpu")
     wrapper = getattr(losses, ST_METHODS[method])
     loss_module = wrapper(model, losses.CoSENTLoss(model), matryoshka_dims=matryoshka_dims(model_path))
-    optimizer = adamw_like_ours(model)
+    optimizer = trainer_optimizer(model)
     pairs = load_pairs(batch_size, text)
     features = tokenize_pairs(model.tokenizer, pairs, seq_len)
     labels = torch.tensor([p[2] for p in pairs])

@@ -111,15 +111,15 @@ SEEDS = [42, 43, 44]
 
 
 def shape(path: str) -> tuple[list[int], list[int]]:
-    """The grid for a backbone: dims 8, 16, ... up to its width (plus the width), and exits at 1/3, 2/3, 3/3
-    of its depth (2, 4, 6 on MiniLM)."""
+    """The grid for a backbone: MatryoshkaConfig's default dims (8, 16, ... and the width), and exits at 1/3,
+    2/3, 3/3 of its depth (2, 4, 6 on MiniLM)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path)
-    hidden, depth = int(config.hidden_size), int(config.num_hidden_layers)
-    dims = [d for d in (2**k for k in range(3, 16)) if d < hidden] + [hidden]
-    layers = sorted({max(1, depth * k // 3) for k in (1, 2, 3)})
-    return dims, layers
+    from mipic_hf import MatryoshkaConfig
+
+    config = MatryoshkaConfig(text_config=AutoConfig.from_pretrained(path))
+    depth = int(config.text_config.num_hidden_layers)
+    return list(config.matryoshka_dimensions), sorted({max(1, depth * k // 3) for k in (1, 2, 3)})
 
 
 def minilm_path() -> str:

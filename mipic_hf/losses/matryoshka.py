@@ -16,9 +16,14 @@ Task losses (``task``), by the data a user has:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .base import EncodedText
 
 TASKS = ("simcse", "mnrl", "cosent", "classification")
 
@@ -129,3 +134,10 @@ class MatryoshkaTaskLoss(nn.Module):
         weights = dict(zip(self.dims, self.dim_weights, strict=True))
         total = sum(weights.get(d, 1.0) * self.loss_at(pooled, labels, d) for d in dims)
         return {"mrl": total}
+
+    def at_exits(
+        self, encoded: list[EncodedText], labels: torch.Tensor | None, pairs: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """Sum of the task loss at each (dim, layer) pair: the pooled states of ``layer`` cut to ``dim``, one
+        ``EncodedText`` per text column (Starbucks' diagonal, MIPIC's ladder rungs)."""
+        return sum(self([e.pooled(layer) for e in encoded], labels, dims=[dim])["mrl"] for dim, layer in pairs)

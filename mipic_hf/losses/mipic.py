@@ -124,9 +124,7 @@ class MIPICLoss(nn.Module):
         out.update(sia_att=sia_att, sia_cka=sia_cka, pic=pic)
         task = out["mrl"]
         if self.pic_task_weight and self.rungs:
-            out["rung"] = sum(
-                self.task([e.pooled(layer) for e in encoded], labels, dims=[dim])["mrl"] for dim, layer in self.rungs
-            )
+            out["rung"] = self.task.at_exits(encoded, labels, self.rungs)
             task = task + self.pic_task_weight * out["rung"]
         out["loss"] = self.alpha * task + (1.0 - self.alpha) * (sia_att + sia_cka + self.pic_weight * pic)
         return out

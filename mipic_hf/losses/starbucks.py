@@ -25,7 +25,5 @@ class StarbucksLoss(nn.Module):
         self.pairs = [tuple(p) for p in pairs]
 
     def forward(self, encoded: list[EncodedText], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        total = sum(
-            self.task([e.pooled(layer) for e in encoded], labels, dims=[dim])["mrl"] for dim, layer in self.pairs
-        )
+        total = self.task.at_exits(encoded, labels, self.pairs)
         return {"loss": total, "mrl": total}
