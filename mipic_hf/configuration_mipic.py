@@ -70,6 +70,9 @@ class MatryoshkaConfig(PretrainedConfig):
         default_dimension: width returned when ``dimension`` is not given. Default: the full width.
         default_layer: exit layer used when ``layer`` is not given. Default: the last layer.
         max_seq_length: default truncation length of ``encode`` (None: the tokenizer's).
+        adapter: set in adapter-only exports: ``{"base_model": id or path, "revision": ..., "subfolder":
+            "adapter"}``. ``MatryoshkaModel.from_pretrained`` then loads the base model and this folder's
+            PEFT LoRA adapter (needs ``peft``) instead of a weights file.
     """
 
     model_type = "mipic_matryoshka"
@@ -92,6 +95,7 @@ class MatryoshkaConfig(PretrainedConfig):
         default_layer: int | None = None,
         max_seq_length: int | None = None,
         is_matryoshka: bool = True,
+        adapter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if text_config is None:
@@ -155,6 +159,8 @@ class MatryoshkaConfig(PretrainedConfig):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
         if is_matryoshka is not True:
             raise ValueError("is_matryoshka is always true for a MatryoshkaConfig")
+        if adapter is not None and not (isinstance(adapter, dict) and isinstance(adapter.get("base_model"), str)):
+            raise ValueError(f"adapter must be None or a mapping with a 'base_model' string, got {adapter!r}")
 
         self.matryoshka_dimensions = dims
         self.matryoshka_layers = layers
@@ -163,6 +169,7 @@ class MatryoshkaConfig(PretrainedConfig):
         self.default_dimension = default_dimension
         self.default_layer = default_layer
         self.max_seq_length = max_seq_length
+        self.adapter = adapter
         # Read by serving engines (vLLM's proposal, infinity): the model is Matryoshka-trained.
         self.is_matryoshka = True
         super().__init__(**kwargs)

@@ -31,6 +31,8 @@ from .configuration_mipic import MatryoshkaConfig
 logger = logging.getLogger(__name__)
 
 _FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "final_norm")
+_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder", "force_download", "proxies")
+_LOAD_KWARGS = ("dtype", "device_map", "attn_implementation", "low_cpu_mem_usage")
 
 
 @dataclass
@@ -339,6 +341,50 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
 
     # ----- construction ----------------------------------------------------------------------------
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``, plus adapter-only folders (``config.adapter`` set).
+
+        An adapter-only folder holds this config, the tokenizer and a PEFT LoRA adapter in
+        ``config.adapter["subfolder"]``: the base model named there is loaded and the adapter attached
+        through transformers' PEFT integration (``pip install peft``); weights are never unpickled.
+        """
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        config = kwargs.get("config")
+        if config is None and pretrained_model_name_or_path is not None:
+            config = MatryoshkaConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        # Duck-typed: with remote code, the config class may come from another copy of configuration_mipic.
+        if getattr(config, "model_type", None) != MatryoshkaConfig.model_type:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        spec = getattr(config, "adapter", None)
+        if not spec:
+            kwargs["config"] = config
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+        load_kwargs = {k: kwargs[k] for k in _LOAD_KWARGS if k in kwargs}
+        base_hub = {k: v for k, v in hub_kwargs.items() if k not in ("revision", "subfolder")}
+        backbone = AutoModel.from_pretrained(
+            spec["base_model"],
+            config=config.text_config,
+            revision=spec.get("revision"),
+            **base_hub,
+            **load_kwargs,
+        )
+        if isinstance(getattr(backbone, "pooler", None), nn.Module) and _backbone_init_kwargs(config.text_config):
+            backbone.pooler = None
+        subfolder = spec.get("subfolder") or "adapter"
+        adapter_kwargs = {"subfolder": subfolder, **base_hub}
+        if hub_kwargs.get("revision"):
+            adapter_kwargs["revision"] = hub_kwargs["revision"]
+        try:
+            backbone.load_adapter(str(pretrained_model_name_or_path), adapter_kwargs=adapter_kwargs)
+        except ImportError as err:
+            raise ImportError(f"this folder holds a LoRA adapter: loading it needs peft ({err})") from None
+        model = cls(config, backbone=backbone)
+        model.config.name_or_path = str(pretrained_model_name_or_path)
+        model.eval()
+        return model
+
+    @classmethod
     def from_backbone(
         cls,
         pretrained_model_name_or_path: str,
@@ -359,9 +405,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         else ``last_token`` for decoders and ``cls`` for encoders. Other keyword arguments
         (``dtype``, ``revision``, ``attn_implementation``, ``token``, ...) go to ``from_pretrained``.
         """
-        hub_kwargs = {
-            k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs
-        }
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         text_config = AutoConfig.from_pretrained(
             pretrained_model_name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False), **hub_kwargs
         )

@@ -1,7 +1,7 @@
 """Recipes: YAML sections parsed by HfArgumentParser into dataclasses, with command-line overrides.
 
-A recipe has sections ``model``, ``data``, ``loss``, ``lora``, ``eval``, ``hub`` and ``training`` (any
-TrainingArguments field). Keys may also be given flat at the top level. On the command line, the flat
+A recipe has sections ``model``, ``data``, ``loss``, ``lora``, ``eval``, ``export``, ``hub`` and ``training``
+(any TrainingArguments field). Keys may also be given flat at the top level. On the command line, the flat
 field name overrides the file (``--learning_rate 1e-5 --matryoshka_dimensions 8 16 64 384``), as
 HfArgumentParser does. Unknown keys fail before any work, naming the key and the closest valid one.
 """
@@ -143,6 +143,18 @@ class EvalArguments:
 
 
 @dataclass
+class ExportArguments:
+    """``export:`` the folder others load (transformers + sentence-transformers + model card)."""
+
+    export_model: bool = field(default=True, metadata={"help": "Export the trained model at the end of the run."})
+    export_dir: str | None = field(default=None, metadata={"help": "Export folder (default: <output_dir>/export)."})
+    adapter_only: bool = field(
+        default=False, metadata={"help": "LoRA runs: export the adapter and the base model's name, not merged weights."}
+    )
+    license: str | None = field(default=None, metadata={"help": "License in the model card (e.g. apache-2.0)."})
+
+
+@dataclass
 class RunArguments:
     """Options of the run itself (command line or top level)."""
 
@@ -152,7 +164,15 @@ class RunArguments:
     )
 
 
-DATACLASSES = (ModelArguments, DataArguments, LoraArguments, EvalArguments, RunArguments, MIPICTrainingArguments)
+DATACLASSES = (
+    ModelArguments,
+    DataArguments,
+    LoraArguments,
+    EvalArguments,
+    ExportArguments,
+    RunArguments,
+    MIPICTrainingArguments,
+)
 
 _TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
 _HUB_FIELDS = {name for name in _TRAINING_FIELDS if name.startswith("hub_")} | {"push_to_hub"}
@@ -162,6 +182,7 @@ SECTIONS: dict[str, set[str]] = {
     "loss": {f.name for f in dataclasses.fields(MIPICTrainingArguments)} - _TRAINING_FIELDS,
     "lora": {f.name for f in dataclasses.fields(LoraArguments)},
     "eval": {f.name for f in dataclasses.fields(EvalArguments)},
+    "export": {f.name for f in dataclasses.fields(ExportArguments)},
     "hub": _HUB_FIELDS,
     "training": _TRAINING_FIELDS - _HUB_FIELDS,
 }
@@ -225,7 +246,7 @@ def _check_cli(argv: list[str]) -> None:
 
 
 def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
-    """``[RECIPE.yaml] [--field value ...]`` -> (model, data, lora, eval, run, training) dataclasses.
+    """``[RECIPE.yaml] [--field value ...]`` -> (model, data, lora, eval, export, run, training) dataclasses.
 
     Values from the file are validated by the same parser as the command line (types, choices), and the
     command line wins. ``output_dir`` defaults to ``runs/<recipe name>``.

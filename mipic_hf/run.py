@@ -1,9 +1,12 @@
 """``python -m mipic_hf.run recipes/X.yaml [--field value ...] [--dry_run]``: recipe in, model + eval grid out.
 
 Everything is validated before any work starts (model shape, dims, layers, ladder, data columns, eval tasks,
-output folder); ``--dry_run`` prints the resolved plan and exits. A run trains with MIPICTrainer, saves the
-MatryoshkaModel and tokenizer in ``output_dir``, evaluates the (layer x dim) grid, writes
-``eval/eval_results.json``, a markdown table and plots, and prints a one-screen summary.
+output and export folders, LoRA targets, Hub repo and token); ``--dry_run`` prints the resolved plan and
+exits. A run trains with MIPICTrainer (LoRA through PEFT when ``lora.use_lora``), saves the MatryoshkaModel
+(adapters merged; the adapter itself in ``adapter/``), the tokenizer, ``mipic_recipe.yaml`` and the training
+summary in ``output_dir``, evaluates the (layer x dim) grid into ``eval/``, exports the folder others load
+(``mipic_hf.export``, default ``<output_dir>/export``), pushes it when ``hub.push_to_hub`` is set
+(``mipic_hf.publish``) and prints a one-screen summary.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from .recipe import (
     MINILM_PACKAGE,
     DataArguments,
     EvalArguments,
+    ExportArguments,
     LoraArguments,
     ModelArguments,
     RecipeError,
@@ -38,11 +42,18 @@ KIND_TO_TASK = {
     "scored_pairs": "cosent",
     "labeled": "classification",
 }
-DEFAULT_LORA_TARGETS = {
-    "bert": ["query", "key", "value", "dense"],
-    "xlm-roberta": ["query", "key", "value", "dense"],
-    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
+# The Hub id of the checkpoint the offline package ships (for the card's base_model).
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class PushTarget:
+    """Where hub.push_to_hub uploads the export; the token stays out of reprs and logs."""
+
+    repo_id: str
+    private: bool | None
+    revision: str | None
+    token: str = field(repr=False)
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Plan:
     data_args: DataArguments
     lora_args: LoraArguments
     eval_args: EvalArguments
+    export_args: ExportArguments
     run_args: RunArguments
     training_args: MIPICTrainingArguments
     backbone_path: str
@@ -64,6 +76,8 @@ class Plan:
     train_dataset: Any
     data_note: str
     steps: int | None
+    export_dir: str | None = None
+    push: PushTarget | None = None
 
     def describe(self) -> str:
         c, t = self.config, self.training_args
@@ -103,7 +117,11 @@ class Plan:
             f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
             f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}",
             f"  output     {t.output_dir}",
+            f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.export_args.adapter_only else ""),
         ]
+        if self.push:
+            private = " private" if self.push.private else ""
+            lines.append(f"  push       {self.push.repo_id}{private} (revision {self.push.revision or 'main'})")
         return "\n".join(lines)
 
 
@@ -188,7 +206,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     from .data import BENCHMARKS, load_train_data
     from .objective import build_objective
 
-    model_args, data_args, lora_args, eval_args, run_args, training_args = args
+    model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
     path = resolve_backbone(model_args.backbone)
     text_config, shape_only = backbone_config(model_args, path)
     st_settings: dict[str, Any] = {}
@@ -255,25 +273,39 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     if bad:
         raise RecipeError(f"eval.eval_layers must lie in 1..{num_layers}, got {bad}")
     if lora_args.use_lora:
-        if lora_args.lora_target_modules is None and text_config.model_type not in DEFAULT_LORA_TARGETS:
-            raise RecipeError(
-                f"lora.lora_target_modules is required for model type '{text_config.model_type}' "
-                f"(defaults exist for {', '.join(DEFAULT_LORA_TARGETS)})"
-            )
+        from .lora import lora_targets
+
+        try:
+            lora_targets(text_config.model_type, lora_args.lora_target_modules)
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
         if lora_args.lora_r < 1:
             raise RecipeError(f"lora.lora_r must be >= 1, got {lora_args.lora_r}")
-    if training_args.push_to_hub and offline():
-        raise RecipeError("hub.push_to_hub needs the network, but HF_HUB_OFFLINE is set")
+        if lora_args.lora_alpha <= 0:
+            raise RecipeError(f"lora.lora_alpha must be > 0, got {lora_args.lora_alpha}")
+        if not 0 <= lora_args.lora_dropout < 1:
+            raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
+    elif export_args.adapter_only:
+        raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
     out = Path(training_args.output_dir)
-    if (
-        out.exists()
-        and any(out.iterdir())
-        and not run_args.overwrite_output_dir
-        and not (training_args.resume_from_checkpoint)
-    ):
+    resuming = bool(training_args.resume_from_checkpoint)
+    if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:
         raise RecipeError(
             f"output_dir '{out}' exists and is not empty; pass --overwrite_output_dir or another --output_dir"
         )
+    export_dir = None
+    if export_args.export_model:
+        export_dir = export_args.export_dir or str(out / "export")
+        target = Path(export_dir)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not run_args.overwrite_output_dir:
+            raise RecipeError(
+                f"export.export_dir '{target}' exists and is not empty; pass --overwrite_output_dir or another "
+                "--export_dir"
+            )
+    push = None
+    if training_args.push_to_hub:
+        push = check_push(training_args, export_dir)
+        training_args.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
 
     steps = None
     if training_args.max_steps and training_args.max_steps > 0:
@@ -286,6 +318,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         data_args,
         lora_args,
         eval_args,
+        export_args,
         run_args,
         training_args,
         path,
@@ -297,34 +330,119 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         train_dataset,
         data_note,
         steps,
+        export_dir=export_dir,
+        push=push,
     )
 
 
-def apply_lora(model: Any, plan: Plan) -> None:
-    """Wrap the backbone in PEFT LoRA adapters (feature extraction); the auxiliary modules stay trainable."""
-    from peft import LoraConfig, TaskType, get_peft_model
+def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) -> PushTarget:
+    """hub.push_to_hub: the repo id, the network and a token, checked before any work (never printed)."""
+    from .publish import PublishError, resolve_token
 
-    targets = plan.lora_args.lora_target_modules or DEFAULT_LORA_TARGETS[plan.config.text_config.model_type]
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.backbone.named_modules()}
-    missing = [t for t in targets if t not in names]
-    if missing:
-        candidates = sorted(n for n, m in model.backbone.named_modules() if n and not list(m.children()))
-        leaf_names = sorted({c.rsplit(".", 1)[-1] for c in candidates})
-        raise RecipeError(f"lora.lora_target_modules: {missing} not found; candidates: {', '.join(leaf_names)}")
-    lora = LoraConfig(
-        task_type=TaskType.FEATURE_EXTRACTION,
-        r=plan.lora_args.lora_r,
-        lora_alpha=plan.lora_args.lora_alpha,
-        lora_dropout=plan.lora_args.lora_dropout,
-        target_modules=targets,
-    )
-    model.backbone = get_peft_model(model.backbone, lora)
-    if plan.training_args.gradient_checkpointing or getattr(plan.training_args, "activation_checkpointing", False):
-        model.backbone.enable_input_require_grads()
+    repo_id = training_args.hub_model_id
+    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise RecipeError(f"hub.hub_model_id must be 'org/name' with hub.push_to_hub, got {repo_id!r}")
+    if export_dir is None:
+        raise RecipeError("hub.push_to_hub uploads the export folder: set export.export_model: true")
+    if offline():
+        raise RecipeError("hub.push_to_hub needs the network, but HF_HUB_OFFLINE is set")
+    try:
+        token = resolve_token(training_args.hub_token)
+    except PublishError as err:
+        raise RecipeError(f"hub.push_to_hub: {err}") from None
+    return PushTarget(repo_id, training_args.hub_private_repo, training_args.hub_revision, token)
+
+
+def recipe_sections(plan: Plan) -> dict[str, Any]:
+    """The run's recipe as YAML sections: every value that differs from its default (never the token)."""
+    from transformers import TrainingArguments
+
+    from .recipe import SECTIONS
+
+    sections: dict[str, Any] = {}
+    for name, args in (
+        ("model", plan.model_args),
+        ("data", plan.data_args),
+        ("lora", plan.lora_args),
+        ("eval", plan.eval_args),
+        ("export", plan.export_args),
+    ):
+        defaults = asdict(type(args)())
+        sections[name] = {k: v for k, v in asdict(args).items() if v != defaults[k]}
+    sections["loss"] = {"method": plan.training_args.method, "preset": plan.training_args.preset}
+    given = plan.training_args.to_dict()
+    given["push_to_hub"] = plan.push is not None
+    defaults = MIPICTrainingArguments(output_dir=plan.training_args.output_dir).to_dict()
+    base_fields = set(TrainingArguments.__dataclass_fields__)
+    for key, value in given.items():
+        if key == "hub_token" or value == defaults.get(key) or not isinstance(value, (str, int, float, bool, list)):
+            continue
+        section = next((s for s in ("loss", "hub", "training") if key in SECTIONS[s]), None)
+        if section is None and key in base_fields:
+            section = "training"
+        if section is not None:
+            sections.setdefault(section, {})[key] = value
+    order = ("model", "data", "loss", "lora", "eval", "export", "hub", "training")
+    return {name: sections[name] for name in order if sections.get(name)}
+
+
+def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
+    """What config.json's ``mipic_training`` records: objective, ladder, data, steps, LoRA, versions."""
+    from .objective import resolve_settings
+
+    t, obj = plan.training_args, plan.objective
+    backbone = plan.model_args.backbone
+    summary: dict[str, Any] = {
+        "run_name": Path(t.output_dir).name,
+        "method": t.method,
+        "preset": t.preset if t.method == "mipic" else None,
+        "task_loss": plan.task,
+        "base_model": MINILM_HUB_ID if backbone == MINILM_PACKAGE else backbone,
+        "train_data": plan.data_args.train_data,
+        "train_rows": len(plan.train_dataset) if plan.train_dataset is not None else None,
+        "steps": steps,
+        "batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * max(1, t.world_size),
+        "learning_rate": t.learning_rate,
+        "train_seconds": round(seconds, 1),
+        "license": plan.export_args.license,
+    }
+    if t.method == "mipic":
+        settings = resolve_settings(t)
+        settings["alpha"] = obj.alpha
+        summary["alpha"] = obj.alpha
+        summary["settings"] = settings
+        top = (plan.config.text_config.hidden_size, plan.config.text_config.num_hidden_layers)
+        ladder = obj.pic.ladder if obj.pic is not None else [*obj.rungs, top]
+        summary["pic_ladder"] = [list(rung) for rung in ladder]
+        if obj.sia is not None:
+            summary["sia_layers"] = list(obj.sia.layers)
+            summary["sia_prefix_dims"] = list(obj.sia.prefix_dims)
+    elif hasattr(obj, "pairs"):
+        summary["pairs"] = [list(pair) for pair in obj.pairs]
+    if plan.lora_args.use_lora:
+        from .lora import lora_targets
+
+        lora = plan.lora_args
+        targets = lora_targets(plan.config.text_config.model_type, lora.lora_target_modules)
+        summary["lora"] = {"r": lora.lora_r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout, "targets": targets}
+    summary["versions"] = framework_versions()
+    return summary
+
+
+def framework_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("mipic-hf", "torch", "transformers", "peft", "huggingface-hub", "datasets", "sentence-transformers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def execute(plan: Plan) -> dict[str, Any]:
-    """Train, save, evaluate; returns the summary (paths and grid results)."""
+    """Train, save, evaluate, export, push; returns the summary (paths and grid results)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -332,6 +450,7 @@ def execute(plan: Plan) -> dict[str, Any]:
     from .evaluation.callback import MatryoshkaEvalCallback
     from .evaluation.grid import evaluate_grid
     from .evaluation.report import summary_lines, write_outputs
+    from .lora import ADAPTER_DIR, apply_lora, merge_lora, save_adapter
     from .modeling_mipic import MatryoshkaModel
     from .trainer import MIPICTrainer
 
@@ -356,7 +475,20 @@ def execute(plan: Plan) -> dict[str, Any]:
         plan.backbone_path, revision=m.revision, trust_remote_code=m.trust_backbone_code
     )
     if plan.lora_args.use_lora:
-        apply_lora(model, plan)
+        lora = plan.lora_args
+        try:
+            apply_lora(
+                model,
+                r=lora.lora_r,
+                alpha=lora.lora_alpha,
+                dropout=lora.lora_dropout,
+                target_modules=lora.lora_target_modules,
+                gradient_checkpointing=bool(
+                    args.gradient_checkpointing or getattr(args, "activation_checkpointing", 0)
+                ),
+            )
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
     callbacks = []
     dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
     layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
@@ -384,19 +516,16 @@ def execute(plan: Plan) -> dict[str, Any]:
         callbacks=callbacks or None,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    if plan.lora_args.use_lora:
-        model.backbone = model.backbone.merge_and_unload()
     out = Path(args.output_dir)
+    if plan.lora_args.use_lora:
+        save_adapter(model, out / ADAPTER_DIR, base_model=plan.backbone_path)
+        merge_lora(model)
+    train_time = time.time() - start
+    model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_time)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    recipe = {
-        "model": asdict(plan.model_args),
-        "data": asdict(plan.data_args),
-        "lora": asdict(plan.lora_args),
-        "eval": asdict(plan.eval_args),
-    }
-    (out / "mipic_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    train_time = time.time() - start
+    recipe = yaml.safe_dump(recipe_sections(plan), sort_keys=False, default_flow_style=None)
+    (out / "mipic_recipe.yaml").write_text(recipe, encoding="utf-8")
 
     summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_time, 1)}
     if plan.eval_args.eval_tasks:
@@ -413,6 +542,30 @@ def execute(plan: Plan) -> dict[str, Any]:
         summary["outputs"] = {k: str(v) for k, v in write_outputs(results, out / "eval").items()}
         summary["results"] = results
         summary["summary_lines"] = summary_lines(results)
+    if plan.export_dir is not None:
+        from .export import export_run
+
+        repo_id = plan.push.repo_id if plan.push else args.hub_model_id
+        summary["export_dir"] = str(
+            export_run(
+                out,
+                plan.export_dir,
+                adapter_only=plan.export_args.adapter_only,
+                overwrite=plan.run_args.overwrite_output_dir,
+                repo_id=repo_id,
+                license=plan.export_args.license,
+            )
+        )
+    if plan.push:
+        from .publish import PublishError, publish
+
+        push = plan.push
+        try:
+            summary["pushed"] = publish(
+                plan.export_dir, push.repo_id, private=push.private, revision=push.revision, token=push.token
+            )
+        except PublishError as err:
+            raise RecipeError(f"hub.push_to_hub: {err} (the export is kept in {plan.export_dir})") from None
     summary["total_seconds"] = round(time.time() - start, 1)
     return summary
 
@@ -421,7 +574,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n== mipic-hf run finished ==")
     for line in summary.get("summary_lines", []):
         print("  " + line)
-    print(f"  model      {summary['model_dir']}  (AutoModel.from_pretrained(..., trust_remote_code=True))")
+    print(f"  run        {summary['model_dir']}")
+    if summary.get("export_dir"):
+        print(f"  export     {summary['export_dir']}  (AutoModel.from_pretrained(..., trust_remote_code=True),")
+        print("             SentenceTransformer(..., trust_remote_code=True, truncate_dim=d); README.md is its card)")
+    if summary.get("pushed"):
+        print(f"  pushed     {summary['pushed']}")
     for name, path in summary.get("outputs", {}).items():
         print(f"  {name:<10} {path}")
     print(f"  time       {summary['total_seconds']} s (training {summary['train_seconds']} s)")

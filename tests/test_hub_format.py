@@ -29,7 +29,7 @@ except ImportError:
 from transformers import AutoModel, AutoTokenizer
 folder, texts, budgets = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained(folder)
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 result = {
     "class": type(model).__module__ + "." + type(model).__name__,
     "config": model.config.to_dict(),
@@ -43,6 +43,21 @@ def _fresh_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+def load_in_fresh_process(folder: Path, texts: list[str], budgets: list[tuple[int, int]], cwd: Path) -> dict:
+    """Load ``folder`` with AutoModel(trust_remote_code) in a new interpreter without mipic_hf; embed ``texts``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, str(folder), json.dumps(texts), json.dumps(budgets)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_fresh_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT", 1)[1])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -80,17 +95,7 @@ def test_save_and_load_in_fresh_process(arch: str, tmp_path: Path, minilm_path: 
                 top = line.split()[1].split(".")[0]
                 assert top in sys.stdlib_module_names or top in {"torch", "transformers", ""}, line
 
-    proc = subprocess.run(
-        [sys.executable, "-c", LOADER, str(folder), json.dumps(TEXTS), json.dumps(BUDGETS)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_fresh_env(),
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    result = load_in_fresh_process(folder, TEXTS, BUDGETS, cwd=tmp_path)
     assert result["class"].startswith("transformers_modules.")
     assert result["config"]["matryoshka_dimensions"] == [8, 16, 64]
     assert result["config"]["default_dimension"] == 16

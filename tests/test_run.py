@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -77,7 +78,7 @@ def test_paper_recipes_resolve_the_paper_ladders(tmp_path: Path) -> None:
 
 def test_command_line_overrides_win(tmp_path: Path) -> None:
     recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
-    model, data, lora, ev, run, training = parse_recipe(
+    model, data, lora, ev, export, run, training = parse_recipe(
         [
             str(recipe),
             "--learning_rate",
@@ -139,6 +140,9 @@ def test_unknown_cli_option_and_wrong_types(tmp_path: Path, capsys) -> None:
         (["--eval_tasks", "stsbb"], "eval.eval_tasks: unknown"),
         (["--train_kind", "quads"], "data.train_kind must be one of"),
         (["--method", "simcse"], "method must be one of"),
+        (["--adapter_only", "true"], "export.adapter_only needs lora.use_lora: true"),
+        (["--use_lora", "true", "--lora_dropout", "1.5"], "lora.lora_dropout must lie in [0, 1)"),
+        (["--push_to_hub", "true", "--hub_model_id", "me/x"], "HF_HUB_OFFLINE is set"),
     ],
 )
 def test_bad_values_fail_before_any_work(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:
@@ -158,6 +162,11 @@ def test_non_empty_output_dir_is_not_overwritten(tmp_path: Path, capsys) -> None
     assert main([str(recipe), "--output_dir", str(out), "--dry_run"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert main([str(recipe), "--output_dir", str(out), "--dry_run", "--overwrite_output_dir"]) == 0
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("mine")
+    assert main([str(recipe), "--output_dir", str(tmp_path / "new"), "--export_dir", str(taken), "--dry_run"]) == 2
+    assert "export.export_dir" in capsys.readouterr().err and (taken / "mine.txt").read_text() == "mine"
 
 
 KIND_FILES = {
@@ -253,6 +262,23 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
     results = json.loads((eval_dir / "eval_results.json").read_text())
     scores = results["tasks"]["stsb"]["scores"]
     assert set(scores) == {"L2", "L4", "L6"} and all(len(v) == 7 for v in scores.values())
+
+    # The export loads unchanged in transformers and sentence-transformers, with the same vectors.
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    export = out / "export"
+    assert str(export) in printed
+    model = AutoModel.from_pretrained(export, trust_remote_code=True)
+    texts = ["an owl sleeps in the barn", "cold coffee on a winter desk"]
+    st = SentenceTransformer(str(export), trust_remote_code=True, truncate_dim=64)
+    np.testing.assert_allclose(
+        st.encode(texts, normalize_embeddings=True), model.encode(texts, dimension=64), atol=1e-5
+    )
+    card = ModelCard.load(export / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert card.data.datasets == ["sentence-transformers/stsb"] and len(card.data.eval_results) == 7
 
 
 def test_lora_run_trains_adapters_and_exports_a_merged_model(tiny_backbone: str, tmp_path: Path, capsys) -> None:

@@ -1,0 +1,229 @@
+"""The exported model's README.md: ``model_cards/mipic_model_card.md`` rendered with huggingface_hub.
+
+Everything comes from the export folder itself (config.json with its ``mipic_training`` summary,
+``eval/eval_results.json``, ``mipic_recipe.yaml``), so a card can be rendered again for another repo id.
+The YAML front matter is a ``ModelCardData`` with a ``model-index`` of one ``EvalResult`` per task x dim.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .data import BENCHMARKS
+from .evaluation.grid import main_score
+from .evaluation.report import _safe_name, task_table
+
+TEMPLATE_NAME = "mipic_model_card.md"
+CARD_TAGS = [
+    "mipic",
+    "matryoshka",
+    "sentence-similarity",
+    "feature-extraction",
+    "sentence-transformers",
+    "transformers",
+]
+HF_TASK = {
+    "sts": "sentence-similarity",
+    "classification": "text-classification",
+    "pair_classification": "text-classification",
+}
+METRIC_TYPE = {"spearman": "spearman_cosine"}
+METHOD_TITLES = {
+    "mipic": "**MIPIC**",
+    "mrl": "plain Matryoshka (**MRL**)",
+    "2dmse": "**2DMSE**",
+    "starbucks": "**Starbucks**",
+    "none": "full-width fine-tuning (no Matryoshka loss)",
+}
+PRESET_NOTES = {
+    "default": "Preset `default` is the paper's MIPIC with the SIA attention temperature at 1.0 (paper 0.05), SIA "
+    "terms averaged instead of summed, and the task loss also applied at each lower PIC rung (mipic-hf's "
+    "addition, chosen on STS-B dev; see the library's benchmarks).",
+    "paper": "Preset `paper` is the published MIPIC setting.",
+}
+
+
+def template_path() -> Path:
+    """The card template: packaged in the wheel (``mipic_hf/model_cards``) or at the checkout's root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "model_cards" / TEMPLATE_NAME, here.parent / "model_cards" / TEMPLATE_NAME):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {here}")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """A Hub repo id (``org/name``), not a local path."""
+    return bool(name) and name.count("/") == 1 and not os.path.isabs(name) and not os.path.exists(name)
+
+
+def card_layer(results: dict[str, Any], default_layer: int) -> int:
+    """The layer the model-index reports: the default layer when evaluated, else the deepest evaluated."""
+    layers = list(results["layers"])
+    return default_layer if default_layer in layers else max(layers)
+
+
+def eval_results(results: dict[str, Any], layer: int) -> list[EvalResult]:
+    """One EvalResult per task x evaluated dim at ``layer`` (main metric, x100 as in the grid)."""
+    out = []
+    for task, entry in results["tasks"].items():
+        spec = BENCHMARKS.get(task)
+        metric = entry["main_metric"]
+        for dim in results["dims"]:
+            value = main_score(results, task, layer, dim)
+            out.append(
+                EvalResult(
+                    task_type=HF_TASK.get(entry["task_type"], "feature-extraction"),
+                    dataset_type=spec.hub_id if spec and spec.hub_id else task,
+                    dataset_name=task,
+                    dataset_config=spec.hub_config if spec else None,
+                    dataset_split=results.get("split"),
+                    metric_type=f"{METRIC_TYPE.get(metric, metric)}_dim_{dim}",
+                    metric_name=f"{metric} x100, first {dim} dims, exit layer {layer}",
+                    metric_value=round(float(value), 2),
+                    metric_args={"dimension": dim, "layer": layer},
+                )
+            )
+    return out
+
+
+def _datasets(training: dict[str, Any]) -> list[str] | None:
+    source = training.get("train_data")
+    if source in BENCHMARKS and BENCHMARKS[source].hub_id:
+        return [BENCHMARKS[source].hub_id]
+    return [source] if is_hub_id(source) else None
+
+
+def _training_data(training: dict[str, Any]) -> str | None:
+    """Hub datasets by id; a local file by its name only (its path means nothing to a reader)."""
+    hub = _datasets(training)
+    if hub:
+        return ", ".join(hub)
+    source = training.get("train_data")
+    return f"`{Path(source).name}` (a local file)" if source else None
+
+
+def _objective(training: dict[str, Any]) -> str:
+    method = training.get("method", "unknown")
+    if method != "mipic":
+        return f"{method} (task loss {training.get('task_loss', '?')})"
+    parts = [f"MIPIC, preset `{training.get('preset')}`", f"task loss {training.get('task_loss')}"]
+    if training.get("alpha") is not None:
+        parts.append(f"alpha {training['alpha']:g}")
+    if training.get("pic_ladder"):
+        parts.append("PIC ladder " + " ".join(f"({d},{layer})" for d, layer in training["pic_ladder"]))
+    return ", ".join(parts)
+
+
+def _training_text(training: dict[str, Any]) -> str:
+    if not training:
+        return "No training summary was recorded with this model."
+    lines = [f"- Objective: {_objective(training)}"]
+    if training.get("method") == "mipic" and training.get("preset") in PRESET_NOTES:
+        lines.append(f"- {PRESET_NOTES[training['preset']]}")
+    if training.get("sia_layers"):
+        lines.append(f"- SIA layers {training['sia_layers']}, prefixes {training.get('sia_prefix_dims')}")
+    settings = training.get("settings")
+    if settings:
+        lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
+    if training.get("train_data"):
+        rows = f" ({training['train_rows']} rows)" if training.get("train_rows") else ""
+        lines.append(f"- Data: {_training_data(training)}{rows}")
+    if training.get("steps"):
+        lines.append(
+            f"- {training['steps']} steps, batch {training.get('batch_size')}, learning rate "
+            f"{training.get('learning_rate')}, {training.get('train_seconds', '?')} s"
+        )
+    return "\n".join(lines)
+
+
+def render_card(
+    folder: str | Path, repo_id: str | None = None, license: str | None = None, local_path: str | None = None
+) -> ModelCard:
+    """Render the card of an export folder (does not write it).
+
+    The usage snippets load ``repo_id`` when given, else ``local_path`` (default: ``folder``); the card's
+    model name is ``repo_id``, else the run's name.
+    """
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    text = config.get("text_config", {})
+    training = config.get("mipic_training") or {}
+    results_path = folder / "eval" / "eval_results.json"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
+    recipe_path = folder / "mipic_recipe.yaml"
+    name = repo_id or training.get("run_name") or folder.name
+    load_from = repo_id or local_path or str(folder)
+    base_model = training.get("base_model")
+    adapter = config.get("adapter")
+    dims, layers = config["matryoshka_dimensions"], config["matryoshka_layers"]
+    default_layer = int(config["default_layer"])
+
+    index, tables, plots, summary = None, "", [], ""
+    if results and results.get("tasks"):
+        layer = card_layer(results, default_layer)
+        index = eval_results(results, layer)
+        tables = "\n\n".join(task_table(results, task) for task in results["tasks"])
+        split = results.get("split")
+        sizes = ", ".join(f"{task} {entry['num_examples'].get(split, '?')}" for task, entry in results["tasks"].items())
+        summary = (
+            f"Main metric x100 on the {split} split ({sizes} examples) at every evaluated (exit layer, "
+            f"dimension); the `model-index` above reports layer {layer}."
+        )
+        for task in results["tasks"]:
+            for kind, title in (("score_vs_dim", "score vs dimension"), ("heatmap", "layer x dimension")):
+                path = f"eval/{_safe_name(task)}_{kind}.png"
+                if (folder / path).is_file():
+                    plots.append({"title": f"{task}: {title}", "path": path})
+    card_data = ModelCardData(
+        model_name=name,
+        base_model=base_model if is_hub_id(base_model) else None,
+        license=license or training.get("license"),
+        datasets=_datasets(training),
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=list(CARD_TAGS),
+        eval_results=index,
+    )
+    example_dim = next((d for d in dims if d >= 64), dims[-1])
+    lora = training.get("lora")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path()),
+        model_name=name,
+        repo_id=load_from,
+        method_title=METHOD_TITLES.get(training.get("method"), f"the `{training.get('method')}` objective"),
+        base_model=base_model,
+        base_model_url=f"https://huggingface.co/{base_model}" if is_hub_id(base_model) else None,
+        backbone_type=text.get("model_type", "?"),
+        hidden_size=text.get("hidden_size"),
+        num_layers=text.get("num_hidden_layers"),
+        dims=dims,
+        layers=layers,
+        default_dimension=config["default_dimension"],
+        default_layer=default_layer,
+        pooling=config["pooling"],
+        normalize=config["normalize"],
+        max_seq_length=config.get("max_seq_length") or "the tokenizer's",
+        objective=_objective(training),
+        training_data=_training_data(training),
+        lora=(
+            f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets {', '.join(lora['targets'])}"
+            if lora
+            else None
+        ),
+        adapter_only=bool(adapter),
+        example_dim=example_dim,
+        example_layer=layers[len(layers) // 2] if len(layers) > 1 else layers[0],
+        eval_summary=summary,
+        eval_tables=tables,
+        plots=plots,
+        training_text=_training_text(training),
+        recipe_yaml=recipe_path.read_text(encoding="utf-8").strip() if recipe_path.is_file() else None,
+        versions=training.get("versions") or {},
+    )
