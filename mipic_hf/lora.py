@@ -40,7 +40,12 @@ def lora_targets(model_type: str, given: list[str] | None) -> list[str]:
 
 def check_targets(backbone: nn.Module, targets: list[str]) -> None:
     """Fail before training when a target matches no module, listing the adaptable leaf names."""
-    leaves = {name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if name and not list(m.children())}
+    adaptable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
+    leaves = {
+        name.rsplit(".", 1)[-1]
+        for name, m in backbone.named_modules()
+        if name and (isinstance(m, adaptable) or type(m).__name__ == "Conv1D")  # GPT-2's Conv1D
+    }
     names = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
     missing = [t for t in targets if t not in names and not any(n.endswith("." + t) for n in names)]
     if missing:

@@ -46,6 +46,7 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
         cosent_scale=args.cosent_scale,
         hidden_size=hidden,
         num_labels=num_labels,
+        gather_across_devices=bool(getattr(args, "gather_across_devices", False)),
     )
     if args.method in ("mrl", "none"):
         return MRLLoss(task_loss, full_dim_only=args.method == "none")
@@ -96,7 +97,10 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             if args.sia_gammas is not None
             else default_gammas(len(prefix_dims), settings["sia_gamma_start"], settings["sia_gamma_step"]),
         )
-    pic = PICLoss(ladder, temperature=settings["pic_temperature"]) if settings["pic_weight"] else None
+    pic = None
+    if settings["pic_weight"]:
+        gather = bool(getattr(args, "gather_across_devices", False))
+        pic = PICLoss(ladder, temperature=settings["pic_temperature"], gather_across_devices=gather)
     alpha = settings["alpha"] if settings["alpha"] is not None else paper_alpha(hidden, bool(config.is_causal))
     if settings["pic_task_weight"] < 0:
         raise ValueError(f"pic_task_weight must be >= 0, got {settings['pic_task_weight']}")

@@ -99,6 +99,10 @@ class DataArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Split of the train source."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    score_range: list[float] | None = field(
+        default=None,
+        metadata={"help": "Declared [min, max] of the score column (scored_pairs); a score outside fails the run."},
+    )
     train_max_length: int | None = field(
         default=None, metadata={"help": "Truncation length of training batches (default: the model's max length)."}
     )
@@ -271,11 +275,16 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
     if "output_dir" not in flat and not any(t.split("=")[0] == "--output_dir" for t in argv):
         tokens += ["--output_dir", "runs/mipic"]
     parser = HfArgumentParser(DATACLASSES)
+
+    def one_line_error(message: str) -> None:  # argparse would print its usage screen and exit
+        raise RecipeError(message.splitlines()[0])
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     # Keep the token order: the file first, then the command line (argparse keeps the last value).
     try:
         return tuple(parser.parse_args_into_dataclasses(args=tokens, look_for_args_file=False))
-    except SystemExit as err:  # argparse already printed a one-line "error: argument --x: ..." message
-        raise RecipeError("invalid recipe or command-line value (see the message above)") from err
+    except SystemExit as err:  # --help
+        raise RecipeError("invalid recipe or command-line value") from err
     except ValueError as err:
         dry_run = any(t.split("=")[0] == "--dry_run" for t in tokens)
         if dry_run and ("bf16" in str(err) or "fp16" in str(err)):

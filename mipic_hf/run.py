@@ -33,7 +33,7 @@ from .recipe import (
     offline,
     parse_recipe,
 )
-from .trainer import MIPICTrainingArguments, infer_task
+from .trainer import MIPICTrainingArguments, NonFiniteLossError, infer_task
 
 KIND_TO_TASK = {
     "sentences": "simcse",
@@ -185,6 +185,31 @@ def parse_columns(entries: list[str] | None) -> dict[str, str] | None:
     return mapping
 
 
+def backbone_skeleton(text_config: Any, trust_remote_code: bool = False) -> Any:
+    """The backbone's module tree on the meta device: names and types, no weights, no memory."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(text_config, trust_remote_code=trust_remote_code)
+
+
+def check_score_range(dataset: Any, score_range: list[float] | None) -> None:
+    """data.score_range: every score lies in the declared [min, max]."""
+    if score_range is None:
+        return
+    if len(score_range) != 2 or not score_range[0] < score_range[1]:
+        raise RecipeError(f"data.score_range must be two numbers [min, max] with min < max, got {score_range}")
+    if "score" not in dataset.column_names:
+        raise RecipeError(f"data.score_range applies to scored_pairs data; this data has {dataset.column_names}")
+    low, high = score_range
+    bad = next(((i, s) for i, s in enumerate(dataset["score"]) if not low <= s <= high), None)
+    if bad is not None:
+        raise RecipeError(
+            f"data.score_range: the score in row {bad[0]} is {bad[1]}, outside the declared range [{low}, {high}]"
+        )
+
+
 def infer_kind(data_args: DataArguments) -> str:
     from .data import BENCHMARKS, KINDS
 
@@ -203,7 +228,7 @@ def infer_kind(data_args: DataArguments) -> str:
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     from .configuration_mipic import MatryoshkaConfig
-    from .data import BENCHMARKS, load_train_data
+    from .data import BENCHMARKS, _looks_like_path, load_train_data
     from .objective import build_objective
 
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
@@ -235,6 +260,10 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     kind = infer_kind(data_args)
     columns = parse_columns(data_args.train_columns)
     is_local = data_args.train_data in BENCHMARKS or os.path.exists(data_args.train_data)
+    if not is_local and _looks_like_path(data_args.train_data):
+        raise RecipeError(
+            f"data.train_data '{data_args.train_data}' does not exist (a file, a folder or a benchmark name)"
+        )
     train_dataset, data_note = None, ""
     if is_local or not offline():
         try:
@@ -245,8 +274,9 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
                 split=data_args.train_split,
                 max_samples=data_args.max_train_samples,
             )
-        except (OSError, FileNotFoundError) as err:
+        except (OSError, ValueError) as err:
             raise RecipeError(f"data.train_data '{data_args.train_data}': {str(err).splitlines()[0]}") from None
+        check_score_range(train_dataset, data_args.score_range)
         data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
     elif run_args.dry_run:
         data_note = f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)"
@@ -260,6 +290,10 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
             num_labels = infer_task(train_dataset)[1]
         else:
             num_labels = 2  # placeholder for an offline dry run; the real count comes from the data
+    # The auxiliary modules' initial weights follow the run's seed (reproducible, and equal on every rank).
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
     objective = build_objective(training_args, config, task, num_labels)
 
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
@@ -273,12 +307,20 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     if bad:
         raise RecipeError(f"eval.eval_layers must lie in 1..{num_layers}, got {bad}")
     if lora_args.use_lora:
-        from .lora import lora_targets
+        from .lora import check_targets, lora_targets
 
         try:
-            lora_targets(text_config.model_type, lora_args.lora_target_modules)
+            targets = lora_targets(text_config.model_type, lora_args.lora_target_modules)
         except ValueError as err:
             raise RecipeError(str(err)) from None
+        skeleton = None
+        if not shape_only:  # a shape-only config (offline dry run) may not build; apply_lora checks after loading
+            skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
+        if skeleton is not None:
+            try:
+                check_targets(skeleton, targets)
+            except ValueError as err:
+                raise RecipeError(str(err)) from None
         if lora_args.lora_r < 1:
             raise RecipeError(f"lora.lora_r must be >= 1, got {lora_args.lora_r}")
         if lora_args.lora_alpha <= 0:
@@ -517,12 +559,16 @@ def execute(plan: Plan) -> dict[str, Any]:
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     out = Path(args.output_dir)
+    main_process = trainer.is_world_process_zero()  # multi-process: only rank 0 writes
     if plan.lora_args.use_lora:
-        save_adapter(model, out / ADAPTER_DIR, base_model=plan.backbone_path)
+        if main_process:
+            save_adapter(model, out / ADAPTER_DIR, base_model=plan.backbone_path)
         merge_lora(model)
     train_time = time.time() - start
     model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_time)
-    trainer.save_model(str(out))
+    trainer.save_model(str(out))  # every rank calls it (sharded engines gather here); rank 0 writes
+    if not main_process:
+        return {"model_dir": str(out), "train_seconds": round(train_time, 1), "secondary_rank": True}
     tokenizer.save_pretrained(str(out))
     recipe = yaml.safe_dump(recipe_sections(plan), sort_keys=False, default_flow_style=None)
     (out / "mipic_recipe.yaml").write_text(recipe, encoding="utf-8")
@@ -592,7 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # RecipeError and the config / objective validators
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(plan.describe())
+    main_process = os.environ.get("RANK", "0") == "0"  # torchrun / accelerate launch set RANK
+    if main_process:
+        print(plan.describe())
     if plan.run_args.dry_run:
         print("dry run: nothing trained or written")
         return 0
@@ -601,7 +649,11 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print_summary(summary)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not summary.get("secondary_rank"):
+        print_summary(summary)
     return 0
 
 

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .collator import MatryoshkaDataCollator, split_columns
 from .losses.base import EncodedText
+from .losses.gather import world
 from .losses.matryoshka import check_task_inputs
 from .objective import build_objective, resolve_settings
 from .wrappers import find_matryoshka_model
@@ -120,6 +121,20 @@ class MIPICTrainingArguments(TrainingArguments):
     starbucks_pairs: list[str] | None = field(
         default=None, metadata={"help": "starbucks: dim:layer pairs of the diagonal (default: the PIC ladder)."}
     )
+    gather_across_devices: bool = field(
+        default=False,
+        metadata={
+            "help": "Multi-process: the contrastive terms (SimCSE / MNRL InfoNCE, PIC links) take in-batch "
+            "negatives from every rank; gradients flow through the local part only. SIA and CKA stay per-rank."
+        },
+    )
+    stop_on_nonfinite_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop training at the first NaN/inf loss, naming the step and the component; the last "
+            "checkpoint is kept as it was."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the raw text columns."}
     )
@@ -127,6 +142,10 @@ class MIPICTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         resolve_settings(self)  # fails early on an unknown preset
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf during training (see ``stop_on_nonfinite_loss``)."""
 
 
 def infer_task(dataset: Any) -> tuple[str, int | None]:
@@ -208,6 +227,7 @@ class MIPICTrainer(Trainer):
         self.objective.to(self.args.device)
         self.loss_is_scaled_for_ga = False  # per-batch mean: the Trainer divides by accumulation steps
         self._aux_grads_step = -1
+        self._aux_synced = False
         self._components: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -236,10 +256,24 @@ class MIPICTrainer(Trainer):
         encoded = self.encode_columns(model, inputs["features"])
         parts = self.objective(encoded, inputs.get("labels"))
         loss = parts["loss"]
+        if model.training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(self._nonfinite_message(parts))
         bucket = self._components["train" if model.training else "eval"]
         for name, value in parts.items():
             bucket["total" if name == "loss" else name].append(value.detach().float())
+        candidates = getattr(getattr(self.objective, "task", None), "num_candidates", None)
+        if candidates is not None:  # InfoNCE candidates per anchor: grows with gather_across_devices
+            bucket["candidates"].append(torch.tensor(float(candidates)))
         return (loss, parts) if return_outputs else loss
+
+    def _nonfinite_message(self, parts: dict[str, torch.Tensor]) -> str:
+        bad = [f"{k}={v.item()}" for k, v in parts.items() if k != "loss" and not torch.isfinite(v).all()]
+        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        kept = f"the last checkpoint is {last}" if last else "no checkpoint was saved yet"
+        return (
+            f"loss is {parts['loss'].item()} at step {self.state.global_step + 1} (non-finite: "
+            f"{', '.join(bad) or 'loss'}); training stopped, {kept}"
+        )
 
     def prediction_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: Any = None
@@ -267,7 +301,32 @@ class MIPICTrainer(Trainer):
         if self._aux_grads_step != self.state.global_step:
             self.objective.zero_grad(set_to_none=True)
             self._aux_grads_step = self.state.global_step
-        return super().training_step(model, inputs, num_items_in_batch)
+        if not self._aux_synced:
+            self._broadcast_aux()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:
+            self._average_aux_grads()
+        return loss
+
+    def _broadcast_aux(self) -> None:
+        """Multi-process: start every rank from rank 0's auxiliary weights (DDP does this for the encoder)."""
+        self._aux_synced = True
+        if world()[1] > 1:
+            for tensor in self.objective.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
+    def _average_aux_grads(self) -> None:
+        """Multi-process: average the auxiliary modules' gradients over ranks, as DDP does for the encoder's
+        (they live outside the DDP-wrapped model)."""
+        rank, size = world()
+        if size == 1:
+            return
+        for p in self.objective.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(size)
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
         # One global norm over everything the optimizer updates: the encoder and the auxiliary modules.

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gather import gather_with_local_grad
+
 if TYPE_CHECKING:
     from .base import EncodedText
 
@@ -92,6 +94,7 @@ class MatryoshkaTaskLoss(nn.Module):
         cosent_scale: float = 20.0,
         hidden_size: int | None = None,
         num_labels: int | None = None,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -103,6 +106,8 @@ class MatryoshkaTaskLoss(nn.Module):
         self.dim_weights = list(dim_weights) if dim_weights is not None else [1.0] * len(dims)
         self.temperature = temperature
         self.cosent_scale = cosent_scale
+        self.gather_across_devices = gather_across_devices
+        self.num_candidates: int | None = None  # InfoNCE candidates per anchor in the last call (logged)
         self.classifier = None
         if task == "classification":
             if hidden_size is None or num_labels is None:
@@ -118,11 +123,16 @@ class MatryoshkaTaskLoss(nn.Module):
             return ((views[0] * views[1]).sum(-1) * self.cosent_scale)[None, :]
         return self.classifier(views[0])
 
-    def loss_at(self, pooled: list[torch.Tensor], labels: torch.Tensor | None, dim: int) -> torch.Tensor:
-        """The task loss at one prefix width."""
+    def loss_at(
+        self, pooled: list[torch.Tensor], labels: torch.Tensor | None, dim: int, offset: int = 0
+    ) -> torch.Tensor:
+        """The task loss at one prefix width (``offset``: the row of this rank's first positive when the
+        candidates were gathered from every rank)."""
         logits = self.scores(pooled, dim)
         if self.task in ("simcse", "mnrl"):
-            return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+            self.num_candidates = logits.shape[1]
+            targets = torch.arange(logits.shape[0], device=logits.device) + offset
+            return F.cross_entropy(logits, targets)
         if self.task == "cosent":
             return cosent_loss(logits[0], labels.float())
         return F.cross_entropy(logits, labels.long())
@@ -132,7 +142,12 @@ class MatryoshkaTaskLoss(nn.Module):
     ) -> dict[str, torch.Tensor]:
         dims = self.dims if dims is None else dims
         weights = dict(zip(self.dims, self.dim_weights, strict=True))
-        total = sum(weights.get(d, 1.0) * self.loss_at(pooled, labels, d) for d in dims)
+        offset = 0
+        if self.gather_across_devices and self.task in ("simcse", "mnrl"):
+            gathered = [gather_with_local_grad(z) for z in pooled[1:]]  # anchors stay local
+            pooled = [pooled[0], *(z for z, _ in gathered)]
+            offset = gathered[0][1]
+        total = sum(weights.get(d, 1.0) * self.loss_at(pooled, labels, d, offset) for d in dims)
         return {"mrl": total}
 
     def at_exits(

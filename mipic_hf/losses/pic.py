@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import EncodedText
+from .gather import gather_with_local_grad
 from .matryoshka import infonce_logits, prefix
 
 
@@ -82,10 +83,13 @@ class PICLoss(nn.Module):
         temperature: tau of the link InfoNCE.
     """
 
-    def __init__(self, ladder: list[tuple[int, int]], temperature: float = 0.05) -> None:
+    def __init__(
+        self, ladder: list[tuple[int, int]], temperature: float = 0.05, gather_across_devices: bool = False
+    ) -> None:
         super().__init__()
         self.ladder = [tuple(r) for r in ladder]
         self.temperature = temperature
+        self.gather_across_devices = gather_across_devices
         self.projectors = nn.ModuleList()
         for (d0, _), (d1, _) in zip(self.ladder, self.ladder[1:], strict=False):
             width = max(1, max(d0, d1) // 2)
@@ -102,7 +106,10 @@ class PICLoss(nn.Module):
             for r, phi in enumerate(self.projectors):
                 (d0, l0), (d1, l1) = self.ladder[r], self.ladder[r + 1]
                 student = F.normalize(phi(prefix(encoded.pooled(l0), d0)), dim=-1)
-                target = prefix(encoded.pooled(l1), d1).detach()
+                target, offset = prefix(encoded.pooled(l1), d1).detach(), 0
+                if self.gather_across_devices:  # the targets are detached: gathering only adds negatives
+                    target, offset = gather_with_local_grad(target)
                 logits = infonce_logits(student, target, self.temperature)
-                links.append(F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device)))
+                targets = torch.arange(logits.shape[0], device=logits.device) + offset
+                links.append(F.cross_entropy(logits, targets))
         return {"pic": torch.stack(links).sum()}

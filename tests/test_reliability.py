@@ -1,0 +1,283 @@
+"""Reliability: two processes equal one, exact resume after a crash, NaN stops cleanly, safe loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+from test_hub_format import _fresh_env
+from test_trainer import WORDS
+from transformers import AutoTokenizer, BertModel, TrainerCallback
+
+import mipic_hf.trainer as trainer_module
+from mipic_hf.losses.mipic import MIPICLoss
+from mipic_hf.run import main
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mipic_hf"
+
+
+def _pairs_csv(path: Path, n: int = 64) -> str:
+    rng = random.Random(0)
+    lines = ["anchor,positive"]
+    for _ in range(n):
+        a = " ".join(rng.choices(WORDS, k=6))
+        lines.append(f"{a},{a} {rng.choice(WORDS)}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _scored_jsonl(path: Path, n: int = 48) -> str:
+    rng = random.Random(1)
+    rows = []
+    for i in range(n):
+        a = " ".join(rng.choices(WORDS, k=6))
+        rows.append({"sentence1": a, "sentence2": a if i % 2 else " ".join(rng.choices(WORDS, k=6)), "score": i % 6})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def deterministic_backbone(tmp_path_factory, minilm_path: str) -> str:
+    """A 2-layer BERT without dropout: ranks and micro-batches draw no random masks."""
+    folder = tmp_path_factory.mktemp("tiny_bert_nodrop")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = tiny_config("bert", vocab_size=tokenizer.vocab_size)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _common(backbone: str, data: str, out: Path, steps: int = 3) -> list[str]:
+    return [
+        *("--backbone", backbone, "--matryoshka_dimensions", "8", "16", "64", "--train_data", data),
+        *("--max_steps", str(steps), "--learning_rate", "1e-2", "--optim", "sgd", "--eval_tasks", "none"),
+        *("--report_to", "none", "--use_cpu", "true", "--logging_steps", "1", "--export_model", "false"),
+        *("--seed", "0", "--disable_tqdm", "true", "--output_dir", str(out), "--save_strategy", "steps"),
+        *("--save_steps", str(steps)),
+    ]
+
+
+def _launch(args: list[str], processes: int, cwd: Path) -> str:
+    env = dict(_fresh_env(), OMP_NUM_THREADS="1")
+    runner = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [sys.executable, *(runner if processes > 1 else []), "-m", "mipic_hf.run", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _logged(output: str, key: str) -> list[float]:
+    return [float(v) for v in re.findall(rf"'{key}': '([-0-9.e]+)'", output)]
+
+
+def test_two_processes_equal_one_process_over_the_same_global_batch(deterministic_backbone: str, tmp_path: Path):
+    """DDP (gloo, 2 ranks x 4 rows) == one process with 2 accumulated micro-batches of 4 (the same 8 rows)."""
+    data = _pairs_csv(tmp_path / "pairs.csv")
+    common = ["--train_kind", "pairs", "--per_device_train_batch_size", "4"]
+    ddp_log = _launch([*_common(deterministic_backbone, data, tmp_path / "ddp"), *common], 2, tmp_path)
+    one_log = _launch(
+        [*_common(deterministic_backbone, data, tmp_path / "one"), *common, "--gradient_accumulation_steps", "2"],
+        1,
+        tmp_path,
+    )
+    for name in ("model.safetensors", "checkpoint-3/mipic_aux.safetensors"):
+        ddp, one = load_file(tmp_path / "ddp" / name), load_file(tmp_path / "one" / name)
+        assert set(ddp) == set(one)
+        for key in one:
+            torch.testing.assert_close(ddp[key], one[key], atol=1e-6, rtol=0, msg=f"{name}: {key}")
+    start = load_file(Path(deterministic_backbone) / "model.safetensors")
+    one = load_file(tmp_path / "one" / "model.safetensors")
+    moved = max((one["backbone." + k] - v).abs().max().item() for k, v in start.items())
+    assert moved > 1e-4, "the runs must train for the comparison to mean anything"
+    assert (
+        _logged(ddp_log, "loss") == pytest.approx(_logged(one_log, "loss"), abs=1e-3)
+        and len(_logged(one_log, "loss")) == 3
+    )
+    assert set(_logged(ddp_log, "candidates")) == {4.0}  # in-batch candidates: this rank's 4 positives
+
+    gather_log = _launch(
+        [*_common(deterministic_backbone, data, tmp_path / "gather"), *common, "--gather_across_devices", "true"],
+        2,
+        tmp_path,
+    )
+    assert set(_logged(gather_log, "candidates")) == {8.0}  # every rank's positives
+    gathered = load_file(tmp_path / "gather" / "model.safetensors")
+    assert any(not torch.allclose(gathered[k], one[k], atol=1e-6) for k in one), "more negatives, other gradients"
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_killed_run_resumes_exactly(tiny_backbone: str, tmp_path: Path, monkeypatch) -> None:
+    """A run that dies after checkpoint-4 and resumes from it ends like the uninterrupted run (dropout on)."""
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "16", "64", "--train_data", data),
+        *("--train_kind", "scored_pairs", "--max_steps", "6", "--per_device_train_batch_size", "8"),
+        *("--learning_rate", "1e-3", "--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true"),
+        *("--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--export_model", "false"),
+        *("--seed", "3", "--disable_tqdm", "true"),
+    ]
+    assert main([*args, "--output_dir", str(tmp_path / "full")]) == 0
+
+    class CrashAfterStep5(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise _Crash("killed")
+
+    class CrashingTrainer(trainer_module.MIPICTrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.add_callback(CrashAfterStep5())
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(trainer_module, "MIPICTrainer", CrashingTrainer)
+    with pytest.raises(_Crash):
+        main([*args, "--output_dir", str(part)])
+    monkeypatch.undo()
+    assert sorted(p.name for p in part.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (part / "model.safetensors").exists()
+    assert main([*args, "--output_dir", str(part), "--resume_from_checkpoint", str(part / "checkpoint-4")]) == 0
+
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(part / "model.safetensors")
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], atol=1e-6, rtol=0, msg=key)
+    aux_full = load_file(tmp_path / "full" / "checkpoint-6" / "mipic_aux.safetensors")
+    aux_resumed = load_file(part / "checkpoint-6" / "mipic_aux.safetensors")
+    for key in aux_full:
+        torch.testing.assert_close(aux_resumed[key], aux_full[key], atol=1e-6, rtol=0, msg=key)
+
+    def losses(run: Path) -> list[float]:
+        history = json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+        return [value for h in history if "loss" in h for value in (h["step"], h["loss"], h["sia_att"])]
+
+    assert len(losses(tmp_path / "full")) == 6 * 3
+    assert losses(part) == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
+
+
+def test_nonfinite_loss_stops_naming_step_and_component(tiny_backbone: str, tmp_path: Path, monkeypatch, capsys):
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    original = MIPICLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        parts = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third training step
+            parts["sia_att"] = torch.tensor(float("nan"))
+            parts["loss"] = parts["loss"] + parts["sia_att"]
+        return parts
+
+    monkeypatch.setattr(MIPICLoss, "forward", poisoned)
+    out = tmp_path / "run"
+    code = main(
+        [
+            *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "64", "--train_data", data),
+            *("--train_kind", "scored_pairs", "--max_steps", "5", "--per_device_train_batch_size", "8"),
+            *("--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "steps"),
+            *("--save_steps", "2", "--output_dir", str(out), "--disable_tqdm", "true"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err == (
+        f"error: loss is nan at step 3 (non-finite: sia_att=nan); training stopped, the last checkpoint is "
+        f"{out / 'checkpoint-2'}"
+    )
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (out / "model.safetensors").exists() and not (out / "export").exists()
+
+
+def test_loading_never_unpickles(tiny_backbone: str, tmp_path: Path, monkeypatch) -> None:
+    """Every torch.load our code (and the Trainer on resume) makes passes weights_only=True; weights are safetensors."""
+    for path in PACKAGE.rglob("*.py"):
+        for call in re.findall(r"torch\.load\(([^)]*)\)", path.read_text()):
+            assert "weights_only=True" in call, f"{path}: torch.load({call})"
+
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "64", "--train_data", data),
+        *("--train_kind", "scored_pairs", "--max_steps", "2", "--per_device_train_batch_size", "8"),
+        *("--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "steps"),
+        *("--save_steps", "1", "--output_dir", str(tmp_path / "run")),
+    ]
+    assert main(args) == 0
+    seen = []
+    real_load = torch.load
+
+    def recording_load(*a, **kw):
+        seen.append(kw.get("weights_only"))
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    checkpoint = str(tmp_path / "run" / "checkpoint-2")
+    resume = [*args, "--max_steps", "3", "--resume_from_checkpoint", checkpoint, "--export_model", "false"]
+    assert main(resume) == 0
+    assert seen and all(flag is True for flag in seen), seen  # rng state, optimizer, scheduler
+    weights = [p.name for p in (tmp_path / "run").rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".safetensors")]
+    model_files = {"model.safetensors", "mipic_aux.safetensors"}
+    pickles = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}  # the Trainer's own state
+    assert set(weights) <= model_files | pickles and "model.safetensors" in weights
+    export = tmp_path / "run" / "export"
+    assert not [p for p in export.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+
+
+AUDIT = r"""
+import json, os, sys, sysconfig
+folder = sys.argv[1]
+stdlib = sysconfig.get_paths()["stdlib"]
+events = []
+def direct_caller():
+    # The innermost frame outside the standard library: who asked for this access.
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith((stdlib, "<"))):
+        frame = frame.f_back
+    return frame.f_code.co_filename if frame is not None else ""
+def hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "urllib.Request"):
+        events.append([event, str(args[:2]), direct_caller()])
+    elif event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        events.append(["open", os.path.abspath(os.fsdecode(args[0])), direct_caller()])
+import torch, transformers  # library imports are not the remote code's doing
+from transformers import AutoModel
+sys.addaudithook(hook)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+vectors = model.encode(["a short text", "another one"], dimension=8, layer=1)
+print("AUDIT" + json.dumps(events))
+"""
+
+
+def test_remote_code_touches_only_its_folder(tiny_backbone: str, tmp_path: Path) -> None:
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    out = tmp_path / "run"
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "64", "--train_data", data),
+        *("--train_kind", "scored_pairs", "--max_steps", "1", "--per_device_train_batch_size", "8"),
+        *("--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no"),
+        *("--output_dir", str(out)),
+    ]
+    assert main(args) == 0
+    export = out / "export"
+    env = dict(_fresh_env(), HF_HOME=str(tmp_path / "hf_home"))
+    proc = subprocess.run(
+        [sys.executable, "-c", AUDIT, str(export)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = json.loads(proc.stdout.split("AUDIT", 1)[1])
+    assert not [e for e in events if e[0] != "open"], "no network access, by anyone"
+    remote = [(path, caller) for _, path, caller in events if "transformers_modules" in caller]
+    allowed = [os.path.realpath(a) for a in (export, tmp_path / "hf_home")]
+    foreign = [(p, c) for p, c in remote if not any(os.path.realpath(p).startswith(a) for a in allowed)]
+    assert not foreign, foreign  # the remote code itself opens nothing outside its folder (and the code cache)
+    assert any(os.path.realpath(p).startswith(os.path.realpath(export)) for _, p, _ in events)
