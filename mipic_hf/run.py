@@ -244,14 +244,17 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
             )
         except ValueError as err:
             raise RecipeError(f"model.{err}") from None
-    config = MatryoshkaConfig(
-        text_config=text_config,
-        matryoshka_dimensions=model_args.matryoshka_dimensions,
-        matryoshka_layers=model_args.matryoshka_layers,
-        pooling=model_args.pooling or st_settings.get("pooling"),
-        normalize=model_args.normalize,
-        max_seq_length=model_args.max_seq_length or st_settings.get("max_seq_length"),
-    )
+    try:
+        config = MatryoshkaConfig(
+            text_config=text_config,
+            matryoshka_dimensions=model_args.matryoshka_dimensions,
+            matryoshka_layers=model_args.matryoshka_layers,
+            pooling=model_args.pooling or st_settings.get("pooling"),
+            normalize=model_args.normalize,
+            max_seq_length=model_args.max_seq_length or st_settings.get("max_seq_length"),
+        )
+    except ValueError as err:
+        raise RecipeError(f"model.{err}") from None
     if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
@@ -275,7 +278,10 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
                 max_samples=data_args.max_train_samples,
             )
         except (OSError, ValueError) as err:
-            raise RecipeError(f"data.train_data '{data_args.train_data}': {str(err).splitlines()[0]}") from None
+            message, name = str(err).splitlines()[0], data_args.train_data
+            for said in (f"train data {name!r}: ", f"train data {name!r} ", f"train file {name!r} "):
+                message = message.removeprefix(said)  # the line names the source once
+            raise RecipeError(f"data.train_data '{name}': {message}") from None
         check_score_range(train_dataset, data_args.score_range)
         data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
     elif run_args.dry_run:
@@ -294,7 +300,10 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     from transformers import set_seed
 
     set_seed(training_args.seed)
-    objective = build_objective(training_args, config, task, num_labels)
+    try:
+        objective = build_objective(training_args, config, task, num_labels)
+    except ValueError as err:
+        raise RecipeError(f"loss.{err}") from None
 
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
     unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
@@ -348,6 +357,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     if training_args.push_to_hub:
         push = check_push(training_args, export_dir)
         training_args.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
+    training_args.hub_token = None  # never pickled into training_args.bin; the push keeps its own copy
 
     steps = None
     if training_args.max_steps and training_args.max_steps > 0:

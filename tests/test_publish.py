@@ -139,8 +139,9 @@ def test_publish_fails_cleanly(export: Path, tmp_path: Path, monkeypatch, capsys
     assert digest(export) == before
 
 
+@pytest.mark.parametrize("token_from", ["env", "command line"])
 def test_recipe_push_to_hub_checks_first_and_uploads_the_export(
-    tiny_backbone: str, tmp_path: Path, monkeypatch, capsys
+    token_from: str, tiny_backbone: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     data = tmp_path / "train.txt"
     data.write_text("\n".join(" ".join(WORDS[i : i + 5]) for i in range(12)) + "\n")
@@ -169,7 +170,10 @@ def test_recipe_push_to_hub_checks_first_and_uploads_the_export(
         return apis[-1]
 
     monkeypatch.setattr(huggingface_hub, "HfApi", make_api)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    if token_from == "env":
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+    else:
+        args += ["--hub_token", TOKEN]
     from mipic_hf.recipe import parse_recipe
     from mipic_hf.run import build_plan
 
