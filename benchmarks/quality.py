@@ -90,6 +90,13 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "simcse_mrl": {"recipe": "minilm-simcse.yaml", "args": ["--method", "mrl"]},
     "simcse_mipic_paper": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "paper"]},
     "simcse_mipic_default": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "default"]},
+    # issue 8: a frozen copy of the starting checkpoint as teacher (relational KL per prefix, losses/teacher.py)
+    "mrl_teacher": ["--method", "mrl", "--teacher_model", "initial"],
+    "2dmse_teacher": ["--method", "2dmse", "--teacher_model", "initial"],
+    "mipic_default_teacher": [*MIPIC, "default", "--teacher_model", "initial"],
+    "tcand_mrl_w10": ["--method", "mrl", "--teacher_model", "initial", "--teacher_weight", "10"],
+    "tcand_mipic_w10": [*MIPIC, "default", "--teacher_model", "initial", "--teacher_weight", "10"],
+    "tcand_mipic_w50": [*MIPIC, "default", "--teacher_model", "initial", "--teacher_weight", "50"],
 }
 MAIN = [
     "untrained",
@@ -107,6 +114,8 @@ ABLATIONS = ["abl_no_sia_att", "abl_no_sia_cka", "abl_no_pic", "abl_tau_005", "a
 CANDIDATES = ["mipic_t1_mean"] + [m for m in METHODS if m.startswith("cand_")]
 ROUND3 = ["cand_alpha_02", "cand3_rung_task", "cand3_rung_task_a04"]  # seed 42 on dev
 SIMCSE = ["simcse_mrl", "simcse_mipic_paper", "simcse_mipic_default"]
+TEACHER = ["mrl_teacher", "2dmse_teacher", "mipic_default_teacher"]
+TEACHER_CANDIDATES = ["tcand_mrl_w10", "tcand_mipic_w10", "tcand_mipic_w50"]
 SEEDS = [42, 43, 44]
 
 
@@ -191,6 +200,8 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         split,
         "--eval_tasks",
         *tasks_for(split),
+        "--export_model",
+        "false",
     ]
     if recipe == "quickstart.yaml":  # the benchmark's protocol, whatever the quickstart's defaults become
         argv += ["--per_device_train_batch_size", "32", "--warmup_steps", "0.1", "--train_max_length", "64"]

@@ -22,9 +22,10 @@ def split_columns(column_names: Sequence[str], example: dict[str, Any] | None = 
 class MatryoshkaDataCollator:
     """Turn rows ``{"sentence1": str, "sentence2": str, "score": float}`` into model inputs.
 
-    Output: ``{"features": [tokenizer output per text column], "labels": tensor}`` (labels only when the
-    rows have a label column). Text columns default to the rows' string columns in order; the label column
-    to the first of ``label``, ``labels``, ``score``. Padding is dynamic, truncation at ``max_length``.
+    Output: ``{"features": [tokenizer output per text column], "texts": [raw strings per column], "labels":
+    tensor}`` (labels only when the rows have a label column; the raw texts feed a teacher). Text columns
+    default to the rows' string columns in order; the label column to the first of ``label``, ``labels``,
+    ``score``. Padding is dynamic, truncation at ``max_length``.
     """
 
     tokenizer: Any
@@ -41,9 +42,10 @@ class MatryoshkaDataCollator:
             label_column = label_column or inferred
         if not text_columns:
             raise ValueError(f"no text column found; the rows have {sorted(rows[0].keys())}")
-        features = []
+        features, raw = [], []
         for column in text_columns:
             texts = [row[column] for row in rows]
+            raw.append(texts)
             features.append(
                 dict(
                     self.tokenizer(
@@ -51,7 +53,7 @@ class MatryoshkaDataCollator:
                     )
                 )
             )
-        batch: dict[str, Any] = {"features": features}
+        batch: dict[str, Any] = {"features": features, "texts": raw}
         if label_column is not None and label_column in rows[0]:
             values = [row[label_column] for row in rows]
             dtype = torch.long if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else torch.float

@@ -1,6 +1,7 @@
 """Recipes: YAML sections parsed by HfArgumentParser into dataclasses, with command-line overrides.
 
-A recipe has sections ``model``, ``data``, ``loss``, ``lora``, ``eval``, ``export``, ``hub`` and ``training``
+A recipe has sections ``model``, ``data``, ``loss``, ``teacher``, ``lora``, ``eval``, ``export``, ``hub`` and
+``training``
 (any TrainingArguments field). Keys may also be given flat at the top level. On the command line, the flat
 field name overrides the file (``--learning_rate 1e-5 --matryoshka_dimensions 8 16 64 384``), as
 HfArgumentParser does. Unknown keys fail before any work, naming the key and the closest valid one.
@@ -183,7 +184,9 @@ _HUB_FIELDS = {name for name in _TRAINING_FIELDS if name.startswith("hub_")} | {
 SECTIONS: dict[str, set[str]] = {
     "model": {f.name for f in dataclasses.fields(ModelArguments)},
     "data": {f.name for f in dataclasses.fields(DataArguments)},
-    "loss": {f.name for f in dataclasses.fields(MIPICTrainingArguments)} - _TRAINING_FIELDS,
+    "loss": {f.name for f in dataclasses.fields(MIPICTrainingArguments) if not f.name.startswith("teacher_")}
+    - _TRAINING_FIELDS,
+    "teacher": {f.name for f in dataclasses.fields(MIPICTrainingArguments) if f.name.startswith("teacher_")},
     "lora": {f.name for f in dataclasses.fields(LoraArguments)},
     "eval": {f.name for f in dataclasses.fields(EvalArguments)},
     "export": {f.name for f in dataclasses.fields(ExportArguments)},

@@ -106,6 +106,13 @@ class Plan:
             )
         if hasattr(obj, "pairs"):
             lines.append(f"  diagonal   {rungs(obj.pairs)}")
+        if t.teacher_model or t.teacher_cache:
+            source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
+            dims = t.teacher_dims or c.matryoshka_dimensions
+            lines.append(
+                f"  teacher    {source}: relation KL x{t.teacher_weight:g} (tau {t.teacher_temperature:g}) "
+                f"at dims {dims}" + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
+            )
         lora = self.lora_args
         eval_dims = self.eval_args.eval_dims or c.matryoshka_dimensions
         eval_layers = self.eval_args.eval_layers or c.matryoshka_layers
@@ -183,6 +190,34 @@ def parse_columns(entries: list[str] | None) -> dict[str, str] | None:
         source, target = entry.split("=", 1)
         mapping[source.strip()] = target.strip()
     return mapping
+
+
+def check_teacher(args: MIPICTrainingArguments, hidden: int) -> None:
+    """teacher.*: one source, a readable cache or model, dims within the width, CKA only with token states."""
+    from .data import _looks_like_path
+
+    if args.teacher_model and args.teacher_cache:
+        raise RecipeError("teacher.teacher_model and teacher.teacher_cache exclude each other; set one")
+    if not (args.teacher_model or args.teacher_cache):
+        return
+    if args.teacher_cache and not os.path.isfile(args.teacher_cache):
+        raise RecipeError(
+            f"teacher.teacher_cache '{args.teacher_cache}' does not exist (write it with python -m "
+            "mipic_hf.teacher_cache TEACHER DATA OUT)"
+        )
+    name = args.teacher_model
+    if name and name != "initial" and _looks_like_path(name) and not os.path.exists(name):
+        raise RecipeError(f"teacher.teacher_model '{name}' does not exist; use 'initial', a folder or a Hub id")
+    bad = [d for d in args.teacher_dims or [] if not 1 <= d <= hidden]
+    if bad:
+        raise RecipeError(f"teacher.teacher_dims must lie in 1..{hidden}, got {bad}")
+    if args.teacher_temperature <= 0 or args.teacher_weight < 0 or args.teacher_cka_weight < 0:
+        raise RecipeError("teacher.teacher_temperature must be > 0, teacher_weight and teacher_cka_weight >= 0")
+    if args.teacher_cka_weight and args.teacher_cache:
+        raise RecipeError(
+            "teacher.teacher_cka_weight needs token states: a live teacher ('initial' or a model with the "
+            "student's tokenizer), not teacher_cache"
+        )
 
 
 def backbone_skeleton(text_config: Any, trust_remote_code: bool = False) -> Any:
@@ -306,6 +341,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         raise RecipeError(f"loss.{err}") from None
 
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
+    check_teacher(training_args, hidden)
     unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
     if unknown:
         raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")
@@ -429,12 +465,12 @@ def recipe_sections(plan: Plan) -> dict[str, Any]:
     for key, value in given.items():
         if key == "hub_token" or value == defaults.get(key) or not isinstance(value, (str, int, float, bool, list)):
             continue
-        section = next((s for s in ("loss", "hub", "training") if key in SECTIONS[s]), None)
+        section = next((s for s in ("loss", "teacher", "hub", "training") if key in SECTIONS[s]), None)
         if section is None and key in base_fields:
             section = "training"
         if section is not None:
             sections.setdefault(section, {})[key] = value
-    order = ("model", "data", "loss", "lora", "eval", "export", "hub", "training")
+    order = ("model", "data", "loss", "teacher", "lora", "eval", "export", "hub", "training")
     return {name: sections[name] for name in order if sections.get(name)}
 
 

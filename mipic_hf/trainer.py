@@ -128,6 +128,30 @@ class MIPICTrainingArguments(TrainingArguments):
             "negatives from every rank; gradients flow through the local part only. SIA and CKA stay per-rank."
         },
     )
+    teacher_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Frozen teacher: 'initial' (a copy of the starting checkpoint), or a path / Hub id of another "
+            "embedding model. Adds the relational distillation term (losses/teacher.py) to any method."
+        },
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "Precomputed teacher embeddings (python -m mipic_hf.teacher_cache) instead of a live one."},
+    )
+    teacher_weight: float = field(default=1.0, metadata={"help": "Weight of the teacher term."})
+    teacher_temperature: float = field(
+        default=0.05, metadata={"help": "tau_t of the teacher and student in-batch similarity softmaxes."}
+    )
+    teacher_dims: list[int] | None = field(
+        default=None, metadata={"help": "Prefixes the teacher term applies to (default: every Matryoshka dim)."}
+    )
+    teacher_cka_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the last-layer token CKA to the teacher (needs a teacher with the same tokenizer)."
+        },
+    )
     stop_on_nonfinite_loss: bool = field(
         default=True,
         metadata={
@@ -225,6 +249,7 @@ class MIPICTrainer(Trainer):
             **kwargs,
         )
         self.objective.to(self.args.device)
+        self.teacher, self.teacher_loss = self._build_teacher(model, processing_class, data_collator)
         self.loss_is_scaled_for_ga = False  # per-batch mean: the Trainer divides by accumulation steps
         self._aux_grads_step = -1
         self._aux_synced = False
@@ -232,6 +257,42 @@ class MIPICTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+
+    def _build_teacher(self, model: Any, tokenizer: Any, collator: Any) -> tuple[Any, Any]:
+        """The frozen teacher and its loss when ``teacher_model`` or ``teacher_cache`` is set."""
+        from .losses.teacher import TeacherRelationLoss
+        from .teacher import build_teacher
+
+        args = self.args
+        if not (args.teacher_model or args.teacher_cache):
+            return None, None
+        config = _matryoshka_model(model).config
+        dims = list(args.teacher_dims or config.matryoshka_dimensions)
+        bad = [d for d in dims if not 1 <= d <= int(config.text_config.hidden_size)]
+        if bad:
+            raise ValueError(f"teacher_dims must lie in 1..{config.text_config.hidden_size}, got {bad}")
+        teacher = build_teacher(args, _matryoshka_model(model), tokenizer, getattr(collator, "max_length", None))
+        if args.teacher_cka_weight and not teacher.shares_tokenizer:
+            raise ValueError("teacher_cka_weight needs a live teacher with the student's tokenizer (e.g. 'initial')")
+        loss = TeacherRelationLoss(dims, temperature=args.teacher_temperature, cka_weight=args.teacher_cka_weight)
+        return teacher.to(args.device), loss
+
+    def teacher_term(self, encoded: list[EncodedText], inputs: dict[str, Any]) -> torch.Tensor:
+        """The teacher term of this batch: each text column once (SimCSE's second view is the same texts)."""
+        columns = len(inputs["features"])
+        texts = inputs.get("texts")
+        if texts is None:
+            raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
+        taught = self.teacher(inputs["features"], texts)
+        students = encoded[:columns]
+        token_pairs = None
+        if taught.token_states is not None and self.args.teacher_cka_weight:
+            token_pairs = [
+                (s.last_hidden_state, t, s.attention_mask) for s, t in zip(students, taught.token_states, strict=True)
+            ]
+        return self.teacher_loss(torch.cat([s.pooled() for s in students]), torch.cat(taught.embeddings), token_pairs)[
+            "teacher"
+        ]
 
     # ----- loss -------------------------------------------------------------------------------------
     def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
@@ -255,6 +316,9 @@ class MIPICTrainer(Trainer):
         check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
         encoded = self.encode_columns(model, inputs["features"])
         parts = self.objective(encoded, inputs.get("labels"))
+        if self.teacher is not None:
+            parts["teacher"] = self.teacher_term(encoded, inputs)
+            parts["loss"] = parts["loss"] + self.args.teacher_weight * parts["teacher"]
         loss = parts["loss"]
         if model.training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(self._nonfinite_message(parts))

@@ -1,0 +1,88 @@
+"""Teacher-preserving distillation: keep the in-batch geometry a frozen teacher gives the full-width texts.
+
+Inputs: the student's full-width pooled vectors of the batch's texts (N, D) (all text columns stacked,
+each text once), the teacher's pooled vectors of the same texts (N, D_t) (any width: only similarities are
+compared), and optionally last-layer token states of both with their masks (same tokenizer only).
+
+Computes, for each nested prefix d in ``dims``:
+- relation KL: p_t = softmax over the other texts of cos_t(i, j) / tau (the teacher at full width),
+  p_s^d = the same with the student's first d coordinates; KL(p_t || p_s^d), averaged over texts;
+- token CKA (``cka_weight`` > 0): 1 - linear CKA between the student's last-layer token states cut to d and
+  the teacher's token states, averaged over sentences (reuses ``linear_cka``; padding never counts).
+Both are averaged over ``dims`` and computed in float32 with autocast off.
+
+Why: fine-tuning an already trained embedding model (all-MiniLM-L6-v2 here, BGE-M3 or Qwen3-Embedding in
+the paper) with MRL-style losses lowers its full-width quality (see PEERS.md "Measured here"); MIPIC's SIA
+teacher is the model's own full width, which drifts with it. A frozen teacher anchors the relations the
+model already had (relational distillation as in RKD, Park et al. 2019, applied per Matryoshka prefix).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cka import linear_cka
+from .matryoshka import prefix
+
+
+def _off_diagonal_logits(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cosine logits / tau of unit rows against every other row: (N, d) -> (N, N - 1)."""
+    n = x.shape[0]
+    logits = x @ x.T / temperature
+    keep = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return logits[keep].view(n, n - 1)
+
+
+class TeacherRelationLoss(nn.Module):
+    """``forward(student, teacher, token_pairs=None) -> {"teacher": ...}``.
+
+    ``student`` (N, D) and ``teacher`` (N, D_t): pooled vectors of the same N texts; ``token_pairs``: one
+    ``(student_tokens (B, m, D), teacher_tokens (B, m, D_t), mask (B, m))`` per text column, for the CKA part.
+
+    Args:
+        dims: the nested prefixes the term applies to (each compared with the teacher's full width).
+        temperature: tau_t of both similarity softmaxes.
+        cka_weight: weight of the token-level CKA part (0: relation KL only).
+    """
+
+    def __init__(self, dims: list[int], temperature: float = 0.05, cka_weight: float = 0.0) -> None:
+        super().__init__()
+        if not dims:
+            raise ValueError("teacher_dims must name at least one dimension")
+        if temperature <= 0:
+            raise ValueError(f"teacher_temperature must be > 0, got {temperature}")
+        if cka_weight < 0:
+            raise ValueError(f"teacher_cka_weight must be >= 0, got {cka_weight}")
+        self.dims = list(dims)
+        self.temperature = temperature
+        self.cka_weight = cka_weight
+
+    def forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        token_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"student and teacher must embed the same texts: {student.shape[0]} vs {teacher.shape[0]}")
+        device = student.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            total = student.new_zeros((), dtype=torch.float32)
+            if student.shape[0] >= 3:  # a distribution over at least two other texts
+                target = F.log_softmax(
+                    _off_diagonal_logits(F.normalize(teacher.detach().float(), dim=-1), self.temperature), dim=-1
+                )
+                for d in self.dims:
+                    log_p = F.log_softmax(_off_diagonal_logits(prefix(student, d), self.temperature), dim=-1)
+                    total = total + F.kl_div(log_p, target, log_target=True, reduction="batchmean")
+                total = total / len(self.dims)
+            if self.cka_weight and token_pairs:
+                gaps = [
+                    (1 - linear_cka(tokens[..., :d].float(), reference.detach().float(), mask.bool())).mean()
+                    for tokens, reference, mask in token_pairs
+                    for d in self.dims
+                ]
+                total = total + self.cka_weight * torch.stack(gaps).mean()
+        return {"teacher": total}

@@ -1,0 +1,155 @@
+"""Teacher-preserving fine-tuning: a frozen teacher, its relational term, live vs cached teachers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from test_trainer import make_args, make_dataset, tiny_model, train_losses
+from transformers import AutoTokenizer
+
+from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer
+from mipic_hf.collator import MatryoshkaDataCollator
+from mipic_hf.losses.teacher import TeacherRelationLoss
+from mipic_hf.recipe import flatten_recipe
+from mipic_hf.run import main
+from mipic_hf.teacher import CachedTeacher, LiveTeacher, write_cache
+from mipic_hf.teacher_cache import main as cache_main
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path: str):
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@pytest.mark.parametrize("method", ["mipic", "mrl", "2dmse"])
+def test_teacher_is_frozen_outside_the_optimizer_and_composes(method: str, tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer)
+    trainer = MIPICTrainer(
+        model=model,
+        args=make_args(tmp_path, max_steps=3, method=method, teacher_model="initial", teacher_weight=2.0),
+        train_dataset=make_dataset("pairs"),
+        processing_class=tokenizer,
+    )
+    teacher = trainer.teacher.model
+    before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
+    student_before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(before[n], p) for n, p in teacher.named_parameters()), "the teacher never changes"
+    assert any(not torch.equal(student_before[n], p) for n, p in model.named_parameters()), "the student trains"
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not in_optimizer & {id(p) for p in teacher.parameters()}, "no optimizer state for the teacher"
+    logged = [h for h in trainer.state.log_history if "teacher" in h]
+    assert len(logged) == 3 and all(h["teacher"] > 0 for h in logged)  # the prefixes differ from the teacher
+    assert all(torch.isfinite(torch.tensor(train_losses(trainer))))
+
+
+def test_term_is_zero_for_the_teacher_itself_and_positive_after_perturbation() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(12, 64), dim=-1)
+    full = TeacherRelationLoss([64], temperature=0.05)
+    assert full(teacher.clone(), teacher)["teacher"].item() == pytest.approx(0.0, abs=1e-6)
+    perturbed = teacher + 0.3 * torch.randn_like(teacher)
+    assert full(perturbed, teacher)["teacher"].item() > 1e-3
+    # Token CKA part: 0 for identical token states, positive for others; padding never counts.
+    tokens = torch.randn(3, 7, 64)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    cka = TeacherRelationLoss([64], cka_weight=1.0)
+    same = cka(teacher.clone(), teacher, [(tokens, tokens.clone(), mask)])["teacher"]
+    assert same.item() == pytest.approx(0.0, abs=1e-5)
+    padded = tokens.clone()
+    padded[0, 5:] = 100.0  # garbage in the padding of sentence 0
+    assert cka(teacher.clone(), teacher, [(tokens, padded, mask)])["teacher"].item() == pytest.approx(0.0, abs=1e-5)
+    assert cka(teacher.clone(), teacher, [(tokens, torch.randn(3, 7, 64), mask)])["teacher"].item() > 0.01
+
+
+def test_gradient_reaches_only_the_student_and_widths_may_differ() -> None:
+    torch.manual_seed(0)
+    student = torch.randn(10, 64, requires_grad=True)
+    teacher = torch.randn(10, 32, requires_grad=True)  # another width: only similarities are compared
+    loss = TeacherRelationLoss([8, 16, 64])(student, teacher)["teacher"]
+    loss.backward()
+    assert teacher.grad is None and student.grad is not None and student.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = TeacherRelationLoss([8, 64])(student.bfloat16(), teacher.bfloat16())["teacher"]
+    assert low.dtype == torch.float32
+
+
+def test_cached_teacher_equals_the_live_one(tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer).eval()
+    data = make_dataset("pairs", n=24)
+    collator = MatryoshkaDataCollator(tokenizer, max_length=16)
+    texts = list(data["anchor"]) + list(data["positive"])
+    path = tmp_path / "cache.safetensors"
+    assert write_cache(model, tokenizer, texts, path, batch_size=5, max_length=16) == len(set(texts))
+    batch = collator([data[i] for i in range(8)])
+    live = LiveTeacher(model)(batch["features"], batch["texts"])
+    cached = CachedTeacher(path)(batch["features"], batch["texts"])
+    for a, b in zip(live.embeddings, cached.embeddings, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="lacks 1 text"):
+        CachedTeacher(path)(batch["features"], [["a text nobody cached"]])
+
+
+def test_teacher_of_another_width_and_the_cache_command(tokenizer, tiny_backbone: str, tmp_path: Path, capsys) -> None:
+    # A 32-wide mipic folder teaches a 64-wide student.
+    narrow = tiny_config("bert", vocab_size=tokenizer.vocab_size)
+    narrow.hidden_size, narrow.intermediate_size = 32, 64
+    teacher_dir = tmp_path / "narrow"
+    MatryoshkaModel(MatryoshkaConfig(text_config=narrow, pooling="mean")).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    data = tmp_path / "pairs.csv"
+    rows = make_dataset("pairs", n=16)
+    data.write_text(
+        "anchor,positive\n" + "".join(f"{a},{p}\n" for a, p in zip(rows["anchor"], rows["positive"], strict=True))
+    )
+    common = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "16", "64", "--train_data", str(data)),
+        *("--train_kind", "pairs", "--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_tasks", "none"),
+        *("--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--export_model", "false"),
+        *("--train_max_length", "32"),
+    ]
+    assert main([*common, "--teacher_model", str(teacher_dir), "--output_dir", str(tmp_path / "a")]) == 0
+    assert "teacher    " in capsys.readouterr().out
+
+    cache = tmp_path / "teacher.safetensors"
+    assert cache_main([str(teacher_dir), str(data), str(cache), "--train_kind", "pairs", "--max_length", "32"]) == 0
+    assert "distinct texts" in capsys.readouterr().out
+    assert cache_main([str(teacher_dir), str(data), str(cache), "--train_kind", "pairs"]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    assert main([*common, "--teacher_cache", str(cache), "--output_dir", str(tmp_path / "b")]) == 0
+    # Token CKA works across widths when the tokenizer is shared, and is refused for a cache (no token states).
+    narrow_cka = ["--teacher_model", str(teacher_dir), "--teacher_cka_weight", "1"]
+    assert main([*common, *narrow_cka, "--output_dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    cached_cka = ["--teacher_cache", str(cache), "--teacher_cka_weight", "1"]
+    assert main([*common, *cached_cka, "--output_dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "teacher.teacher_cka_weight needs token states" in err[0]
+    assert not (tmp_path / "d").exists()
+
+
+def test_recipe_has_a_teacher_section() -> None:
+    flat = flatten_recipe({"teacher": {"teacher_model": "initial", "teacher_weight": 0.5}, "loss": {"method": "mrl"}})
+    assert flat == {"teacher_model": "initial", "teacher_weight": 0.5, "method": "mrl"}
+    with pytest.raises(ValueError, match="belongs in the 'teacher' section"):
+        flatten_recipe({"loss": {"teacher_model": "initial"}})
+
+
+def test_initial_teacher_term_starts_at_zero_at_full_width(tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trainer = MIPICTrainer(
+        model=tiny_model(tokenizer),  # dropout off: the student is exactly the teacher before step 1
+        args=make_args(tmp_path, max_steps=3, method="mrl", teacher_model="initial", teacher_dims=[64]),
+        train_dataset=make_dataset("pairs"),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    values = [h["teacher"] for h in trainer.state.log_history if "teacher" in h]
+    assert values[0] == pytest.approx(0.0, abs=1e-6) and values[-1] > 1e-6
