@@ -52,7 +52,11 @@ METHODS = {
     "mipic_detach": {"method": "mipic", "detach_sia_teacher": True},
     "2dmse": {"method": "2dmse"},
     "starbucks": {"method": "starbucks"},
+    # issue 8: MIPIC plus a frozen teacher (a copy of the starting checkpoint), live or from a precomputed cache
+    "mipic_teacher": {"method": "mipic", "teacher_model": "initial"},
+    "mipic_teacher_cached": {"method": "mipic", "teacher_cache": "{cache}"},
 }
+TEACHER_CACHE = Path("/tmp/mipic_cost_teacher.safetensors")
 ST_METHODS = {"st_matryoshka": "MatryoshkaLoss", "st_matryoshka2d": "Matryoshka2dLoss"}
 ENCODE_BATCH_SIZE = 64
 
@@ -120,7 +124,7 @@ def training_args(method: str):
         use_cpu=True,
         task_loss="cosent",
         learning_rate=2e-5,
-        **METHODS[method],
+        **{k: str(TEACHER_CACHE) if v == "{cache}" else v for k, v in METHODS[method].items()},
     )
 
 
@@ -133,10 +137,20 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = MatryoshkaModel.from_backbone(model_path)
+    pairs = load_pairs(batch_size, text)
+    texts = [[p[0] for p in pairs], [p[1] for p in pairs]]
+    if "teacher_cache" in METHODS[method]:  # the cache holds this batch's texts, embedded by the initial model
+        from mipic_hf.teacher import write_cache
+
+        TEACHER_CACHE.unlink(missing_ok=True)
+        write_cache(model, tokenizer, texts[0] + texts[1], TEACHER_CACHE, max_length=seq_len)
     trainer = MIPICTrainer(model=model, args=training_args(method), processing_class=tokenizer)
     optimizer = trainer.create_optimizer()
-    pairs = load_pairs(batch_size, text)
-    batch = {"features": tokenize_pairs(tokenizer, pairs, seq_len), "labels": torch.tensor([p[2] for p in pairs])}
+    batch = {
+        "features": tokenize_pairs(tokenizer, pairs, seq_len),
+        "texts": texts,
+        "labels": torch.tensor([p[2] for p in pairs]),
+    }
     model.train()
     params = list(model.parameters()) + list(trainer.objective.parameters())
 

@@ -44,6 +44,13 @@ LAYERS = [2, 4, 6]
 # recipe plus overrides).
 MIPIC = ["--method", "mipic", "--preset"]
 T1_MEAN = [*MIPIC, "paper", "--attention_temperature", "1.0", "--sia_aggregation", "mean"]
+# SNLI triplets (SentEval's dev+test pairs made triplets; no SNLI score is reported from models trained on them)
+SNLI = [
+    *("--train_data", "{data}/snli/triplets_senteval_devtest.tsv", "--train_kind", "triplets"),
+    *("--train_columns", "premise=anchor", "entailment=positive", "contradiction=negative"),
+]
+TEACHER_ARGS = ["--teacher_model", "initial", "--teacher_weight", "10"]
+TEACHER_PICK = [*TEACHER_ARGS, "--teacher_temperature", "0.2"]  # select_teacher's pick on STS-B dev (RESULTS.md)
 METHODS: dict[str, list[str] | str | dict | None] = {
     "untrained": None,
     "full_dim_only": ["--method", "none"],
@@ -97,6 +104,13 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "tcand_mrl_w10": ["--method", "mrl", "--teacher_model", "initial", "--teacher_weight", "10"],
     "tcand_mipic_w10": [*MIPIC, "default", "--teacher_model", "initial", "--teacher_weight", "10"],
     "tcand_mipic_w50": [*MIPIC, "default", "--teacher_model", "initial", "--teacher_weight", "50"],
+    "tcand_mipic_w10_tau02": [*MIPIC, "default", *TEACHER_ARGS, "--teacher_temperature", "0.2"],
+    "tcand_mipic_w10_cka": [*MIPIC, "default", *TEACHER_ARGS, "--teacher_cka_weight", "1"],
+    # issue 8's second protocol: MNRL on SNLI (premise, entailment, contradiction) triplets, the same evaluation
+    "snli_mrl": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl"]},
+    "snli_mrl_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
+    "snli_mipic_default": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default"]},
+    "snli_mipic_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
 }
 MAIN = [
     "untrained",
@@ -115,7 +129,13 @@ CANDIDATES = ["mipic_t1_mean"] + [m for m in METHODS if m.startswith("cand_")]
 ROUND3 = ["cand_alpha_02", "cand3_rung_task", "cand3_rung_task_a04"]  # seed 42 on dev
 SIMCSE = ["simcse_mrl", "simcse_mipic_paper", "simcse_mipic_default"]
 TEACHER = ["mrl_teacher", "2dmse_teacher", "mipic_default_teacher"]
-TEACHER_CANDIDATES = ["tcand_mrl_w10", "tcand_mipic_w10", "tcand_mipic_w50"]
+TEACHER_CANDIDATES = [
+    "tcand_mrl_w10",
+    "tcand_mipic_w10",
+    "tcand_mipic_w50",
+    "tcand_mipic_w10_tau02",
+    "tcand_mipic_w10_cka",
+]
 SEEDS = [42, 43, 44]
 
 
@@ -172,6 +192,7 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
 
     recipe, overrides = ("quickstart.yaml", spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
     dims, layers = shape(model)
+    overrides = [o.replace("{data}", os.environ.get("MIPIC_DATA_DIR", "../shared/data")) for o in overrides]
     if "{exits}" in overrides:  # one rung per exit layer, dims spread evenly: 32:2 128:4 384:6 on MiniLM
         rungs = [f"{dims[round((i + 1) * (len(dims) - 1) / len(layers))]}:{layer}" for i, layer in enumerate(layers)]
         at = overrides.index("{exits}")
@@ -316,6 +337,32 @@ def select_default(
     return max(done, key=key)
 
 
+def teacher_gaps(found: dict[str, dict[int, dict]], method: str) -> tuple[list[float], list[float]]:
+    """Per seed: the smallest (score - untrained) over dims at the last exit, and the mean score over d <= 32."""
+    base = next(iter(found["untrained"].values()))
+    last = LAYERS[-1]
+    gaps, means = [], []
+    for run in found[method].values():
+        gaps.append(min(cell(run, "stsb", last, d) - cell(base, "stsb", last, d) for d in DIMS))
+        means.append(statistics.mean(cell(run, "stsb", last, d) for d in DIMS if d <= 32))
+    return gaps, means
+
+
+def select_teacher(found: dict[str, dict[int, dict]], candidates: list[str] | None = None) -> str | None:
+    """The teacher dev rule, fixed before any test number is read: among the teacher candidates run on STS-B dev,
+    those keeping every dim at the last exit >= the untrained checkpoint (mean over seeds of the smallest gap
+    >= 0) come first; then the best mean over d <= 32 at the last exit."""
+    candidates = [m for m in (candidates or TEACHER + TEACHER_CANDIDATES) if m in found]
+    if "untrained" not in found or not candidates:
+        return None
+
+    def key(method: str) -> tuple[bool, float]:
+        gaps, means = teacher_gaps(found, method)
+        return statistics.mean(gaps) >= 0, round(statistics.mean(means), 2)
+
+    return max(candidates, key=key)
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "-"
@@ -363,6 +410,19 @@ def cmd_report(args: argparse.Namespace) -> None:
             plot(found, task, args.split, order, args.plots)
     if args.split == "validation":
         print(f"\nselection rule (select_default) picks: {select_default(found)}")
+    teacher_rows = [m for m in order if m in TEACHER + TEACHER_CANDIDATES or m in ("mrl", "mipic_default")]
+    if "untrained" in found and any(m in TEACHER + TEACHER_CANDIDATES for m in order):
+        print(f"\nteacher check, stsb {args.split}, last exit: gap to the untrained checkpoint at every dim")
+        print("| method (n) | min gap over dims | mean d <= 32 | keeps every dim >= untrained |")
+        print("|---|---|---|---|")
+        for method in teacher_rows:
+            gaps, small_means = teacher_gaps(found, method)
+            print(
+                f"| {method} ({len(gaps)}) | {mean_std(gaps)} | {mean_std(small_means)} | "
+                f"{'yes' if min(gaps) >= 0 else 'no'} |"
+            )
+        if args.split == "validation":
+            print(f"\nteacher selection rule (select_teacher) picks: {select_teacher(found)}")
 
 
 def plot(found: dict[str, dict[int, dict]], task: str, split: str, order: list[str], folder: Path) -> None:

@@ -139,9 +139,12 @@ class MIPICTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Precomputed teacher embeddings (python -m mipic_hf.teacher_cache) instead of a live one."},
     )
-    teacher_weight: float = field(default=1.0, metadata={"help": "Weight of the teacher term."})
+    teacher_weight: float = field(
+        default=10.0, metadata={"help": "Weight of the teacher term (chosen on STS-B dev, benchmarks/RESULTS.md)."}
+    )
     teacher_temperature: float = field(
-        default=0.05, metadata={"help": "tau_t of the teacher and student in-batch similarity softmaxes."}
+        default=0.2,
+        metadata={"help": "tau_t of the teacher and student in-batch similarity softmaxes (chosen on STS-B dev)."},
     )
     teacher_dims: list[int] | None = field(
         default=None, metadata={"help": "Prefixes the teacher term applies to (default: every Matryoshka dim)."}

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 QUALITY = Path(__file__).parent.parent / "benchmarks" / "quality.py"
-METHODS = ["untrained", "mrl", "mipic_default", "cand_ladder_exits", "st_matryoshka2d"]
+METHODS = [
+    "untrained",
+    "mrl",
+    "mipic_default",
+    "cand_ladder_exits",
+    "st_matryoshka2d",
+    "mrl_teacher",
+    "snli_mrl_teacher",
+]
 
 
 def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Path) -> None:
@@ -38,4 +46,7 @@ def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: st
     for method in METHODS:
         assert f"| {method} (1) | " in proc.stdout
     assert "selection rule (select_default) picks:" in proc.stdout
+    assert "teacher check, stsb validation" in proc.stdout
+    assert "teacher selection rule (select_teacher) picks: " in proc.stdout
+    assert "picks: None" not in proc.stdout.split("select_teacher")[1]
     assert (plots / "quality_stsb_validation.png").stat().st_size > 0

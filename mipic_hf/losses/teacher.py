@@ -47,7 +47,7 @@ class TeacherRelationLoss(nn.Module):
         cka_weight: weight of the token-level CKA part (0: relation KL only).
     """
 
-    def __init__(self, dims: list[int], temperature: float = 0.05, cka_weight: float = 0.0) -> None:
+    def __init__(self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0) -> None:
         super().__init__()
         if not dims:
             raise ValueError("teacher_dims must name at least one dimension")
