@@ -36,6 +36,17 @@ _ST_POOLING_FLAGS = {
 }
 
 
+def is_mipic_folder(path: str | Path) -> bool:
+    """A local folder saved by MatryoshkaModel (its config.json names the mipic model type)."""
+    from .configuration_mipic import MatryoshkaConfig
+
+    config = Path(path) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == MatryoshkaConfig.model_type
+    except (OSError, ValueError):
+        return False
+
+
 class ExportError(ValueError):
     """A bad export request, reported as one line before anything is written."""
 

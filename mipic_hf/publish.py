@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .export import is_mipic_folder
 from .model_card import render_card
 
 
@@ -38,8 +39,7 @@ def check_publishable(folder: str | Path, repo_id: str) -> None:
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
         raise PublishError(f"--repo_id must be 'org/name', got {repo_id!r}")
-    config = folder / "config.json"
-    if not config.is_file() or json.loads(config.read_text(encoding="utf-8")).get("model_type") != "mipic_matryoshka":
+    if not is_mipic_folder(folder):
         raise PublishError(f"'{folder}' is not an export folder (python -m mipic_hf.export RUN_DIR OUT_DIR)")
     if not (folder / "README.md").is_file():
         raise PublishError(f"'{folder}' has no README.md model card; export it again")

@@ -50,25 +50,16 @@ def load_teacher_model(name: str, **kwargs: Any) -> tuple[nn.Module, Any]:
     """(MatryoshkaModel, tokenizer) of a teacher: a mipic folder as saved, anything else through from_backbone."""
     from transformers import AutoTokenizer
 
+    from .export import is_mipic_folder
     from .modeling_mipic import MatryoshkaModel
 
-    if _is_mipic(name):
+    if is_mipic_folder(name):
         model = MatryoshkaModel.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name, config=model.config.text_config)
     else:
         model = MatryoshkaModel.from_backbone(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
     return freeze(model), tokenizer
-
-
-def _is_mipic(name: str) -> bool:
-    path = os.path.join(name, "config.json")
-    if not os.path.isfile(path):
-        return False
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f).get("model_type") == "mipic_matryoshka"
 
 
 class LiveTeacher:

@@ -293,9 +293,8 @@ class MIPICTrainer(Trainer):
             token_pairs = [
                 (s.last_hidden_state, t, s.attention_mask) for s, t in zip(students, taught.token_states, strict=True)
             ]
-        return self.teacher_loss(torch.cat([s.pooled() for s in students]), torch.cat(taught.embeddings), token_pairs)[
-            "teacher"
-        ]
+        student = torch.cat([s.pooled() for s in students])
+        return self.teacher_loss(student, torch.cat(taught.embeddings), token_pairs)["teacher"]
 
     # ----- loss -------------------------------------------------------------------------------------
     def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
