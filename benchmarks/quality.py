@@ -107,6 +107,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "tcand_mipic_w10_tau02": [*MIPIC, "default", *TEACHER_ARGS, "--teacher_temperature", "0.2"],
     "tcand_mipic_w10_cka": [*MIPIC, "default", *TEACHER_ARGS, "--teacher_cka_weight", "1"],
     # issue 8's second protocol: MNRL on SNLI (premise, entailment, contradiction) triplets, the same evaluation
+    "snli_st_matryoshka": "st:MatryoshkaLoss:snli",  # the peer: sentence-transformers' MatryoshkaLoss(MNRL)
     "snli_mrl": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl"]},
     "snli_mrl_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
     "snli_mipic_default": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default"]},
@@ -233,20 +234,27 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
 
 
 def run_peer(loss_name: str, model_path: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
-    """sentence-transformers' own trainer and Matryoshka losses around CoSENTLoss, the same protocol."""
+    """sentence-transformers' own trainer and Matryoshka losses, the same protocol: around CoSENTLoss on STS-B
+    train (``loss_name`` "MatryoshkaLoss"), or around MultipleNegativesRankingLoss on the SNLI triplets
+    ("MatryoshkaLoss:snli")."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 
     from mipic_hf.data import load_benchmark
 
-    train = load_benchmark("stsb", split="train")
-    train = Dataset.from_dict(
-        {"sentence1": train["sentence1"], "sentence2": train["sentence2"], "score": [float(s) for s in train["score"]]}
-    )
+    loss_name, _, data = loss_name.partition(":")
     model = SentenceTransformer(model_path)
     model.max_seq_length = 64
-    base = losses.CoSENTLoss(model)
+    if data == "snli":
+        train = load_benchmark("snli", split="train")
+        train = Dataset.from_dict({c: train[c] for c in ("anchor", "positive", "negative")})
+        base = losses.MultipleNegativesRankingLoss(model)
+    else:
+        train = load_benchmark("stsb", split="train")
+        scores = [float(s) for s in train["score"]]
+        train = Dataset.from_dict({"sentence1": train["sentence1"], "sentence2": train["sentence2"], "score": scores})
+        base = losses.CoSENTLoss(model)
     dims = sorted(shape(model_path)[0], reverse=True)
     loss = getattr(losses, loss_name)(model, base, matryoshka_dims=dims)
     args = SentenceTransformerTrainingArguments(

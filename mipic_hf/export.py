@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,40 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
             raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
     elif not any((run / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         raise ExportError(f"RUN_DIR '{run}' has no model.safetensors")
-    if out.resolve() == run.resolve():
-        raise ExportError("OUT_DIR must differ from RUN_DIR")
+    check_out_dir(out, overwrite, source=run)
+
+
+def check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
+    """OUT_DIR must not be the source, a file, or (without ``--overwrite``) a non-empty folder."""
+    if out.resolve() == source.resolve():
+        raise ExportError("OUT_DIR must differ from the folder it is exported from")
     if out.exists() and not out.is_dir():
         raise ExportError(f"OUT_DIR '{out}' exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"OUT_DIR '{out}' exists and is not empty; pass --overwrite or another OUT_DIR")
+
+
+def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp)`` on a hidden sibling folder, then rename it to ``out`` (replacing an old ``out`` only
+    then): a failure leaves neither a partial folder nor a damaged old one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
 
 
 def sentence_transformers_files(config: Any) -> dict[str, Any]:
@@ -166,24 +195,7 @@ def export_run(
     """Write the export folder (see the module docstring) and return its path."""
     check_export(run_dir, out_dir, adapter_only, overwrite)
     run, out = Path(run_dir), Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        _write_folder(run, tmp, out, adapter_only, repo_id, license)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return write_folder_atomically(out, lambda tmp: _write_folder(run, tmp, out, adapter_only, repo_id, license))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .data import BENCHMARKS
 from .evaluation.grid import main_score
 from .evaluation.report import _safe_name, task_table
+from .export_onnx import INDEX_NAME as ONNX_INDEX
+from .export_onnx import ONNX_SUBFOLDER, onnx_section
 
 TEMPLATE_NAME = "mipic_model_card.md"
 CARD_TAGS = [
@@ -191,6 +193,11 @@ def render_card(
         eval_results=index,
     )
     example_dim = next((d for d in dims if d >= 64), dims[-1])
+    onnx_index = folder / ONNX_SUBFOLDER / ONNX_INDEX
+    onnx = None
+    if onnx_index.is_file():  # graphs written by `python -m mipic_hf.export_onnx FOLDER FOLDER/onnx`
+        index = json.loads(onnx_index.read_text(encoding="utf-8"))
+        onnx = onnx_section(index, load_from, ONNX_SUBFOLDER, hub=bool(repo_id))
     lora = training.get("lora")
     return ModelCard.from_template(
         card_data,
@@ -226,4 +233,5 @@ def render_card(
         training_text=_training_text(training),
         recipe_yaml=recipe_path.read_text(encoding="utf-8").strip() if recipe_path.is_file() else None,
         versions=training.get("versions") or {},
+        onnx_section=onnx,
     )
