@@ -137,6 +137,9 @@ def test_card_section_and_snippet_run(tiny_models: dict[str, Path], tmp_path: Pa
     assert main([str(folder), str(folder / "onnx"), "--dimension", "16", "--layer", "1"]) == 0
     card = (folder / "README.md").read_text()
     assert "### ONNX Runtime" in card and "`onnx/model_L1_D16.onnx`" in card and "license: mit" in card
+    hub_card = str(render_card(folder, repo_id="org/name"))  # as publish renders it for the repo
+    assert 'hf_hub_download("org/name", "onnx/model_L1_D16.onnx")' in hub_card
+    assert 'AutoTokenizer.from_pretrained("org/name", subfolder="onnx")' in hub_card
     readme = (folder / "onnx" / "README.md").read_text()
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     result = subprocess.run(
