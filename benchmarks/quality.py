@@ -137,6 +137,7 @@ TEACHER_CANDIDATES = [
     "tcand_mipic_w10_tau02",
     "tcand_mipic_w10_cka",
 ]
+SNLI_ROWS = [m for m in METHODS if m.startswith("snli_")]  # issue 8's second protocol, peer first
 SEEDS = [42, 43, 44]
 
 
@@ -418,8 +419,8 @@ def cmd_report(args: argparse.Namespace) -> None:
             plot(found, task, args.split, order, args.plots)
     if args.split == "validation":
         print(f"\nselection rule (select_default) picks: {select_default(found)}")
-    teacher_rows = [m for m in order if m in TEACHER + TEACHER_CANDIDATES or m in ("mrl", "mipic_default")]
-    if "untrained" in found and any(m in TEACHER + TEACHER_CANDIDATES for m in order):
+    teacher_rows = [m for m in order if m in TEACHER + TEACHER_CANDIDATES + SNLI_ROWS or m in ("mrl", "mipic_default")]
+    if "untrained" in found and any(m in TEACHER + TEACHER_CANDIDATES + SNLI_ROWS for m in order):
         print(f"\nteacher check, stsb {args.split}, last exit: gap to the untrained checkpoint at every dim")
         print("| method (n) | min gap over dims | mean d <= 32 | keeps every dim >= untrained |")
         print("|---|---|---|---|")
