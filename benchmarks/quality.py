@@ -112,6 +112,11 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "snli_mrl_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
     "snli_mipic_default": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default"]},
     "snli_mipic_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
+    # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
+    "snli_mipic_teacher_w50": {
+        "recipe": "quickstart.yaml",
+        "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--teacher_weight", "50"],
+    },
 }
 MAIN = [
     "untrained",
