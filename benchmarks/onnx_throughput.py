@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -39,15 +40,18 @@ DEFAULT_MODEL = ROOT / "benchmarks" / "runs" / "quality" / "test" / "mipic_defau
 import numpy as np  # noqa: E402
 
 
-def stsb_test(max_pairs: int | None) -> tuple[list[str], list[str], np.ndarray]:
+def stsb_test(max_pairs: int | None) -> Any:
+    """The evaluator's view of STS-B test (its distinct texts, the pair index, the gold scores)."""
     from mipic_hf.data import load_benchmark
+    from mipic_hf.evaluation.grid import _TaskData
 
     data = load_benchmark("stsb", split="test")
-    n = len(data) if max_pairs is None else min(max_pairs, len(data))
-    return list(data["sentence1"][:n]), list(data["sentence2"][:n]), np.asarray(data["score"][:n], dtype=np.float64)
+    if max_pairs is not None:
+        data = data.select(range(min(max_pairs, len(data))))
+    return _TaskData("stsb", "sts", data)
 
 
-def batches(texts: list[str], tokenizer, batch_size: int) -> Callable[[Callable], np.ndarray]:
+def batches(texts: list[str], tokenizer, batch_size: int, max_length: int | None) -> Callable[[Callable], np.ndarray]:
     """Run ``forward(numpy batch) -> (b, d)`` over length-sorted batches; rows come back in ``texts`` order."""
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
 
@@ -58,6 +62,7 @@ def batches(texts: list[str], tokenizer, batch_size: int) -> Callable[[Callable]
                 [texts[i] for i in order[start : start + batch_size]],
                 padding=True,
                 truncation=True,
+                max_length=max_length,
                 return_tensors="np",
             )
             chunks.append(forward(batch))
@@ -67,13 +72,6 @@ def batches(texts: list[str], tokenizer, batch_size: int) -> Callable[[Callable]
         return out
 
     return run
-
-
-def spearman(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(spearmanr(cosine, gold).statistic) * 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from mipic_hf import MatryoshkaModel
+    from mipic_hf.evaluation.grid import _normalize
+    from mipic_hf.evaluation.metrics import STSSpearman
     from mipic_hf.export_onnx import export_onnx, parse_budgets, run_graph
 
     torch.set_num_threads(args.threads)
@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
     budgets = parse_budgets(None, None, args.budgets, model.config)
     full = (model.num_layers, model.hidden_size)
-    s1, s2, gold = stsb_test(args.max_pairs)
-    texts = list(dict.fromkeys(s1 + s2))
-    run = batches(texts, tokenizer, args.batch_size)
+    task = stsb_test(args.max_pairs)
+    texts = task.texts
+    run = batches(texts, tokenizer, args.batch_size, model.config.max_seq_length)
 
     def torch_encoder(layer: int, dim: int) -> Callable[[], np.ndarray]:
         def forward(batch) -> np.ndarray:
@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 if round_:
                     times[key].append(time.perf_counter() - start)
 
-    position = {t: i for i, t in enumerate(texts)}
-    rows1, rows2 = [position[t] for t in s1], [position[t] for t in s2]
+    metric = STSSpearman()
     reference = statistics.median(times[("pytorch", *full, "fp32")])
     rows = []
     for key, spent in times.items():
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 "weights": weights,
                 "sentences_per_s": len(texts) / statistics.median(spent),
                 "throughput_ratio": reference / statistics.median(spent),
-                "stsb_test_spearman": spearman(emb[rows1], emb[rows2], gold),
+                "stsb_test_spearman": task.score(_normalize(emb), metric)["spearman"],
                 "size_mb": sizes.get((layer, dim, weights)) if engine == "onnx" else None,
                 # against PyTorch at the same budget, on every sentence
                 "max_abs_diff_vs_pytorch": float(np.abs(emb - same_budget).max()),
@@ -171,15 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "batch_size": args.batch_size,
         "sentences": len(texts),
-        "pairs": len(s1),
+        "pairs": task.num_examples["test"],
         "rows": rows,
         "export_checks": index["budgets"],
     }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"{len(texts)} unique STS-B test sentences ({len(s1)} pairs), {args.threads} threads, median of "
-        f"{args.rounds} rounds; ratio = throughput / PyTorch at ({full[0]}, {full[1]})\n"
+        f"{len(texts)} unique STS-B test sentences ({task.num_examples['test']} pairs), {args.threads} threads, "
+        f"median of {args.rounds} rounds; ratio = throughput / PyTorch at ({full[0]}, {full[1]})\n"
     )
     print("| engine | (layer, dim) | weights | file (MB) | sentences/s | throughput ratio | STS-B test Spearman |")
     print("|---|---|---|---|---|---|---|")
