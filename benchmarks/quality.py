@@ -53,6 +53,10 @@ TEACHER_ARGS = ["--teacher_model", "initial", "--teacher_weight", "10"]
 TEACHER_PICK = [*TEACHER_ARGS, "--teacher_temperature", "0.2"]  # select_teacher's pick on STS-B dev (RESULTS.md)
 METHODS: dict[str, list[str] | str | dict | None] = {
     "untrained": None,
+    # issue 14's zero-training anchor: the base model centred + PCA-rotated (mipic_hf.rotation, fitted on the
+    # STS-B train sentences, never on evaluation text), then truncated per dim
+    "untrained_pca": {"rotate": "untrained"},
+    "mipic_default_teacher_pca": {"rotate": "mipic_default_teacher"},  # the trained model, rotated afterwards
     "full_dim_only": ["--method", "none"],
     "mrl": ["--method", "mrl"],
     "2dmse": ["--method", "2dmse"],
@@ -112,6 +116,15 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "snli_mrl_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
     "snli_mipic_default": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default"]},
     "snli_mipic_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
+    # issue 14, term ablations of the best recipe so far (`default` + the initial teacher), on STS-B dev: a term
+    # stays in `default` only if removing it costs >= TERM_MIN_GAIN on the dev aggregate (term_gains)
+    "t_abl_no_sia": [*MIPIC, "default", *TEACHER_PICK, "--sia_attention_weight", "0", "--sia_cka_weight", "0"],
+    "t_abl_no_pic": [*MIPIC, "default", *TEACHER_PICK, "--pic_weight", "0"],
+    "t_abl_no_rung": [*MIPIC, "default", *TEACHER_PICK, "--pic_task_weight", "0"],
+    # issue 14 candidates: the output rotation fitted on the training sentences before training (training refines
+    # the encoder under it) or after
+    "t_rot_before": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
+    "t_rot_after": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "after"],
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": "quickstart.yaml",
@@ -168,26 +181,51 @@ def tasks_for(split: str) -> list[str]:
     return ["stsb", "sts12"] if split == "test" else ["stsb"]
 
 
+def untrained(method: str) -> bool:
+    """Rows that train nothing (one run, seed0): the base model and its rotation."""
+    spec = METHODS[method]
+    return spec is None or (isinstance(spec, dict) and "rotate" in spec and untrained(spec["rotate"]))
+
+
 def run_dir(split: str, method: str, seed: int) -> Path:
-    return RUNS / split / method / ("seed0" if METHODS[method] is None else f"seed{seed}")
+    return RUNS / split / method / ("seed0" if untrained(method) else f"seed{seed}")
 
 
-def score(model_path: str, split: str, out: Path) -> None:
-    """Evaluate the grid with the project's evaluator and write out/eval/eval_results.json (+ table, plots)."""
+def rotation_texts() -> list[str]:
+    """The sentences an anchor's output rotation is fitted on: STS-B train, both columns (never evaluation text)."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.rotation import training_texts
+
+    return training_texts(load_benchmark("stsb", split="train"), ["sentence1", "sentence2"])
+
+
+def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
+    """Evaluate the grid with the project's evaluator and write out/eval/eval_results.json (+ table, plots).
+    ``model_path``: a backbone, or a saved MatryoshkaModel (a run's output_dir); ``rotate``: fit the output
+    rotation on :func:`rotation_texts` first."""
     import torch
     from transformers import AutoTokenizer
 
     from mipic_hf import MatryoshkaModel
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.report import write_outputs
+    from mipic_hf.export import is_mipic_folder
+    from mipic_hf.rotation import fit_output_rotation
 
-    dims, layers = shape(model_path)
-    model = MatryoshkaModel.from_backbone(
-        model_path, matryoshka_dimensions=dims, matryoshka_layers=layers, max_seq_length=256
-    )
+    if is_mipic_folder(model_path):
+        model = MatryoshkaModel.from_pretrained(model_path).eval()
+        dims, layers = list(model.config.matryoshka_dimensions), list(model.config.matryoshka_layers)
+        model.config.max_seq_length = 256
+    else:
+        dims, layers = shape(model_path)
+        model = MatryoshkaModel.from_backbone(
+            model_path, matryoshka_dimensions=dims, matryoshka_layers=layers, max_seq_length=256
+        )
     if torch.cuda.is_available():
         model.to("cuda")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if rotate:
+        fit_output_rotation(model, tokenizer, rotation_texts())
     results = evaluate_grid(
         model, tokenizer, tasks_for(split), dims=dims, layers=layers, split=split, show_progress_bar=False
     )
@@ -229,6 +267,8 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         "--eval_tasks",
         *tasks_for(split),
         "--export_model",
+        "false",
+        "--eval_base",  # the untrained row scores the base once
         "false",
     ]
     if recipe == "quickstart.yaml":  # the benchmark's protocol, whatever the quickstart's defaults become
@@ -292,6 +332,10 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
     spec = METHODS[method]
     if spec is None:
         score(model, split, out)
+    elif isinstance(spec, dict) and "rotate" in spec:  # another row's model, rotated
+        source = spec["rotate"]
+        run_one(source, seed, split, model, max_steps)
+        score(model if METHODS[source] is None else str(run_dir(split, source, seed)), split, out, rotate=True)
     elif isinstance(spec, str):
         run_peer(spec.split(":", 1)[1], model, seed, split, out, max_steps)
     else:
@@ -377,6 +421,49 @@ def select_teacher(found: dict[str, dict[int, dict]], candidates: list[str] | No
     return max(candidates, key=key)
 
 
+TERM_MIN_GAIN = 0.3  # issue 14: a term stays in `default` only if removing it costs this much on dev
+TERM_BASE = "mipic_default_teacher"
+TERM_ABLATIONS = {"SIA": "t_abl_no_sia", "PIC": "t_abl_no_pic", "rung task loss": "t_abl_no_rung"}
+
+
+def dev_aggregate(result: dict) -> float:
+    """The dev aggregate terms are judged on: STS-B dev Spearman averaged over every (exit layer, dim) cell."""
+    return grid_average(result, "stsb")
+
+
+def term_gains(
+    found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS, base: str = TERM_BASE
+) -> dict[str, tuple[float | None, bool | None]]:
+    """The term rule, fixed before the runs: per term, (mean over ``seeds`` of base - ablation on the dev
+    aggregate, whether it earns its place: >= TERM_MIN_GAIN). (None, None) until every seed of both ran."""
+    verdicts: dict[str, tuple[float | None, bool | None]] = {}
+    for term, ablation in TERM_ABLATIONS.items():
+        runs = found.get(base, {}), found.get(ablation, {})
+        if not all(s in runs[0] and s in runs[1] for s in seeds):
+            verdicts[term] = (None, None)
+            continue
+        gain = statistics.mean(dev_aggregate(runs[0][s]) - dev_aggregate(runs[1][s]) for s in seeds)
+        verdicts[term] = (round(gain, 2), gain >= TERM_MIN_GAIN)
+    return verdicts
+
+
+def anchor_gaps(found: dict[str, dict[int, dict]], method: str, task: str = "stsb") -> dict[str, list[float]]:
+    """Per anchor row (`untrained`, `untrained_pca`): the smallest (score - anchor) over the dims at the last
+    exit, one value per seed of ``method``."""
+    last = LAYERS[-1]
+    gaps: dict[str, list[float]] = {}
+    for anchor in ("untrained", "untrained_pca"):
+        if anchor not in found:
+            continue
+        ref = next(iter(found[anchor].values()))
+        gaps[anchor] = [
+            min(cell(run, task, last, d) - cell(ref, task, last, d) for d in DIMS)
+            for run in found[method].values()
+            if task in run["tasks"]
+        ]
+    return gaps
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "-"
@@ -424,6 +511,27 @@ def cmd_report(args: argparse.Namespace) -> None:
             plot(found, task, args.split, order, args.plots)
     if args.split == "validation":
         print(f"\nselection rule (select_default) picks: {select_default(found)}")
+        print(f"\nterm rule (term_gains, base {TERM_BASE}, seeds {SEEDS}): dev aggregate lost when the term is removed")
+        print("| term | ablation | seeds run | mean gain (3 seeds) | earns >= 0.3 |")
+        print("|---|---|---|---|---|")
+        for term, (gain, earns) in term_gains(found).items():
+            ablation = TERM_ABLATIONS[term]
+            per_seed = [
+                round(dev_aggregate(found[TERM_BASE][s]) - dev_aggregate(found[ablation][s]), 2)
+                for s in SEEDS
+                if s in found.get(TERM_BASE, {}) and s in found.get(ablation, {})
+            ]
+            verdict = "-" if earns is None else ("yes" if earns else "no")
+            print(f"| {term} | {ablation} | {per_seed} | {'-' if gain is None else gain} | {verdict} |")
+    anchored = [m for m in order if m not in ("untrained", "untrained_pca")]
+    if "untrained" in found:
+        print(f"\nanchors, stsb {args.split}, last exit: smallest gap over dims to each zero-training row, per seed")
+        print("| method (n) | min gap to untrained | min gap to untrained_pca |")
+        print("|---|---|---|")
+        for method in anchored:
+            gaps = anchor_gaps(found, method)
+            cells = [mean_std(gaps.get(a, [])) for a in ("untrained", "untrained_pca")]
+            print(f"| {method} ({len(found[method])}) | " + " | ".join(cells) + " |")
     teacher_rows = [m for m in order if m in TEACHER + TEACHER_CANDIDATES + SNLI_ROWS or m in ("mrl", "mipic_default")]
     if "untrained" in found and any(m in TEACHER + TEACHER_CANDIDATES + SNLI_ROWS for m in order):
         print(f"\nteacher check, stsb {args.split}, last exit: gap to the untrained checkpoint at every dim")

@@ -70,6 +70,9 @@ class MatryoshkaConfig(PretrainedConfig):
         default_dimension: width returned when ``dimension`` is not given. Default: the full width.
         default_layer: exit layer used when ``layer`` is not given. Default: the last layer.
         max_seq_length: default truncation length of ``encode`` (None: the tokenizer's).
+        output_rotation: the model holds a fitted affine map of the pooled vector, ``(z - mean) @ R`` with R
+            orthogonal (weights ``output_rotation.mean`` / ``output_rotation.matrix``), applied before the cut
+            to a prefix: a centring + PCA rotation puts the directions of largest variance first.
         adapter: set in adapter-only exports: ``{"base_model": id or path, "revision": ..., "subfolder":
             "adapter"}``. ``MatryoshkaModel.from_pretrained`` then loads the base model and this folder's
             PEFT LoRA adapter (needs ``peft``) instead of a weights file.
@@ -95,6 +98,7 @@ class MatryoshkaConfig(PretrainedConfig):
         default_layer: int | None = None,
         max_seq_length: int | None = None,
         is_matryoshka: bool = True,
+        output_rotation: bool = False,
         adapter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -159,6 +163,8 @@ class MatryoshkaConfig(PretrainedConfig):
             raise ValueError(f"normalize must be true or false, got {normalize!r}")
         if is_matryoshka is not True:
             raise ValueError("is_matryoshka is always true for a MatryoshkaConfig")
+        if not isinstance(output_rotation, bool):
+            raise ValueError(f"output_rotation must be true or false, got {output_rotation!r}")
         if adapter is not None and not (isinstance(adapter, dict) and isinstance(adapter.get("base_model"), str)):
             raise ValueError(f"adapter must be None or a mapping with a 'base_model' string, got {adapter!r}")
 
@@ -170,6 +176,7 @@ class MatryoshkaConfig(PretrainedConfig):
         self.default_layer = default_layer
         self.max_seq_length = max_seq_length
         self.adapter = adapter
+        self.output_rotation = output_rotation
         # Read by serving engines (vLLM's proposal, infinity): the model is Matryoshka-trained.
         self.is_matryoshka = True
         super().__init__(**kwargs)

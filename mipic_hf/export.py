@@ -28,6 +28,7 @@ from typing import Any
 from .lora import ADAPTER_DIR
 
 RECIPE_NAME = "mipic_recipe.yaml"
+DENSE_DIR = "2_Dense"  # the output rotation as a sentence-transformers Dense module
 CODE_FILES = ("configuration_mipic.py", "modeling_mipic.py")
 AUTO_MAP = {"AutoConfig": "configuration_mipic.MatryoshkaConfig", "AutoModel": "modeling_mipic.MatryoshkaModel"}
 _ST_POOLING_FLAGS = {
@@ -65,6 +66,11 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
     if model_type != "mipic_matryoshka":
         raise ExportError(f"RUN_DIR '{run}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
     if adapter_only:
+        if json.loads(config_path.read_text(encoding="utf-8")).get("output_rotation"):
+            raise ExportError(
+                f"--adapter_only: RUN_DIR '{run}' has an output rotation, which only merged weights carry; "
+                "export without --adapter_only"
+            )
         if not (run / ADAPTER_DIR / "adapter_config.json").is_file():
             raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
     elif not any((run / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
@@ -106,17 +112,32 @@ def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
 
 
 def sentence_transformers_files(config: Any) -> dict[str, Any]:
-    """The sentence-transformers module files for a MatryoshkaConfig: Transformer -> Pooling -> Normalize.
+    """The sentence-transformers module files for a MatryoshkaConfig: Transformer -> Pooling (-> Dense) ->
+    Normalize.
 
     The Transformer module loads this folder through AutoModel (trust_remote_code) and reads
-    ``last_hidden_state`` at the default layer; pooling mirrors ``config.pooling``.
+    ``last_hidden_state`` at the default layer; pooling mirrors ``config.pooling``; with an output rotation a
+    stock Dense module (identity activation) applies it (its weights: :func:`rotation_dense_weights`).
     """
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
+    hidden = int(config.text_config.hidden_size)
+    dense = {}
+    if getattr(config, "output_rotation", False):
+        modules.append({"idx": 2, "name": "2", "path": DENSE_DIR, "type": "sentence_transformers.models.Dense"})
+        dense[f"{DENSE_DIR}/config.json"] = {
+            "in_features": hidden,
+            "out_features": hidden,
+            "bias": True,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
     if config.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        n = len(modules)
+        modules.append(
+            {"idx": n, "name": str(n), "path": f"{n}_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
     pooling = {"word_embedding_dimension": int(config.text_config.hidden_size)}
     pooling.update({flag: mode == config.pooling for mode, flag in _ST_POOLING_FLAGS.items()})
     pooling.update(
@@ -125,6 +146,7 @@ def sentence_transformers_files(config: Any) -> dict[str, Any]:
     return {
         "modules.json": modules,
         "1_Pooling/config.json": pooling,
+        **dense,
         "sentence_bert_config.json": {"max_seq_length": config.max_seq_length or 512, "do_lower_case": False},
         "config_sentence_transformers.json": {
             "model_type": "SentenceTransformer",
@@ -133,6 +155,13 @@ def sentence_transformers_files(config: Any) -> dict[str, Any]:
             "similarity_fn_name": "cosine",
         },
     }
+
+
+def rotation_dense_weights(model: Any) -> dict[str, Any]:
+    """The Dense module's tensors for the model's output rotation: y = R^T z - R^T mean = (z - mean) @ R."""
+    matrix = model.output_rotation.matrix.detach().cpu().float()
+    mean = model.output_rotation.mean.detach().cpu().float()
+    return {"linear.weight": matrix.T.contiguous(), "linear.bias": -(mean @ matrix).contiguous()}
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -166,6 +195,11 @@ def _write_folder(
         model = MatryoshkaModel.from_pretrained(run, config=config)
         model.config.adapter = None
         model.save_pretrained(tmp)  # config.json with auto_map, model.safetensors, the two code files
+        if model.output_rotation is not None:
+            from safetensors.torch import save_file
+
+            (tmp / DENSE_DIR).mkdir()
+            save_file(rotation_dense_weights(model), str(tmp / DENSE_DIR / "model.safetensors"))
     AutoTokenizer.from_pretrained(run, config=config.text_config).save_pretrained(tmp)
     tokenizer_config = tmp / "tokenizer_config.json"
     if tokenizer_config.is_file():  # loading-time flags transformers writes back; they mean nothing on the Hub

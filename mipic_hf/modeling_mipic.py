@@ -78,6 +78,35 @@ def truncate_and_normalize(embeddings: torch.Tensor, dimension: int, normalize: 
     return nn.functional.normalize(cut, p=2, dim=-1) if normalize else cut
 
 
+class OutputRotation(nn.Module):
+    """A fitted affine map of pooled vectors, ``(z - mean) @ matrix`` in float32, ``matrix`` orthogonal (D, D).
+
+    Fitted as centring + PCA (columns = principal directions, largest variance first), it orders the
+    coordinates so that a prefix keeps the most variance; full-width cosine changes only by the centring.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(hidden_size, dtype=torch.float32))
+        self.register_buffer("matrix", torch.eye(hidden_size, dtype=torch.float32))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return (pooled.to(torch.float32) - self.mean.to(torch.float32)) @ self.matrix.to(torch.float32)
+
+    @torch.no_grad()
+    def set(self, mean: torch.Tensor, matrix: torch.Tensor, tolerance: float = 1e-4) -> None:
+        """Store a fitted map; refuses a matrix that is not orthogonal (|R^T R - I| > ``tolerance``)."""
+        size = self.mean.shape[0]
+        if tuple(mean.shape) != (size,) or tuple(matrix.shape) != (size, size):
+            raise ValueError(f"output rotation must be a ({size},) mean and a ({size}, {size}) matrix")
+        matrix = matrix.to(torch.float64)
+        error = (matrix.T @ matrix - torch.eye(size, dtype=torch.float64)).abs().max().item()
+        if error > tolerance:
+            raise ValueError(f"output rotation matrix is not orthogonal (max |R^T R - I| = {error:.2e})")
+        self.mean.copy_(mean.to(self.mean.device, torch.float32))
+        self.matrix.copy_(matrix.to(self.matrix.device, torch.float32))
+
+
 class MatryoshkaPreTrainedModel(PreTrainedModel):
     config_class = MatryoshkaConfig
     base_model_prefix = "backbone"
@@ -87,6 +116,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _keep_in_fp32_modules = ["output_rotation"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone initialises itself (transformers dispatches to each sub-model's own _init_weights);
@@ -108,6 +138,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             backbone = AutoModel.from_config(config.text_config, **_backbone_init_kwargs(config.text_config))
         self.backbone = backbone
         self.config.text_config = backbone.config
+        self.output_rotation = OutputRotation(self.hidden_size) if config.output_rotation else None
         self._tokenizer = None
         self.post_init()
 
@@ -169,8 +200,20 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
 
     # ----- pooling ---------------------------------------------------------------------------------
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pool token states (B, m, D) with this model's pooling mode into float32 (B, D)."""
-        return pool(hidden, attention_mask, self.config.pooling)
+        """Pool token states (B, m, D) with this model's pooling mode into float32 (B, D), then apply the output
+        rotation when the model has one: the full-width vector whose prefixes are the embeddings."""
+        return self.rotate(pool(hidden, attention_mask, self.config.pooling))
+
+    def rotate(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The output rotation ``(z - mean) @ R`` of pooled vectors or token states (identity without one)."""
+        return vectors if self.output_rotation is None else self.output_rotation(vectors)
+
+    def set_output_rotation(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
+        """Store a fitted rotation (``mean`` (D,), orthogonal ``matrix`` (D, D)); sets ``config.output_rotation``."""
+        rotation = OutputRotation(self.hidden_size).to(self.device)
+        rotation.set(mean, matrix)  # checks first: a refused matrix leaves the model as it was
+        self.output_rotation = rotation
+        self.config.output_rotation = True
 
     def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor, dimension: int | None = None) -> torch.Tensor:
         """Pooled, truncated and (when ``config.normalize``) normalised embeddings of token states."""

@@ -57,6 +57,17 @@ class ModelArguments:
     max_seq_length: int | None = field(
         default=None, metadata={"help": "Truncation length for training and encoding (default: the backbone's)."}
     )
+    output_rotation: str = field(
+        default="none",
+        metadata={
+            "help": "none | before | after: fit a centring + PCA rotation of the pooled vector on the training "
+            "sentences (never on evaluation text) before training (training refines the encoder under it) or "
+            "after; stored in the checkpoint and applied in forward, encode, ONNX and sentence-transformers."
+        },
+    )
+    rotation_max_texts: int = field(
+        default=20000, metadata={"help": "Distinct training texts the rotation is fitted on (a seeded sample above)."}
+    )
     model_type: str | None = field(
         default=None,
         metadata={
@@ -139,6 +150,10 @@ class EvalArguments:
         default="test", metadata={"help": "Split scored after training: test | validation (choose settings on it)."}
     )
     eval_batch_size: int = field(default=64, metadata={"help": "Texts per encoding batch."})
+    eval_base: bool = field(
+        default=True,
+        metadata={"help": "Also score the starting checkpoint once (shown next to the trained model's scores)."},
+    )
     eval_during_training: bool = field(
         default=False, metadata={"help": "Also run the grid at every evaluation step (eval_strategy/eval_steps)."}
     )

@@ -33,6 +33,7 @@ from .recipe import (
     offline,
     parse_recipe,
 )
+from .rotation import ROTATION_CHOICES
 from .trainer import MIPICTrainingArguments, NonFiniteLossError, infer_task
 
 KIND_TO_TASK = {
@@ -87,7 +88,8 @@ class Plan:
             f"  model      {self.model_args.backbone} ({tc.model_type}, hidden {tc.hidden_size}, "
             f"{tc.num_hidden_layers} layers{', shape from the recipe' if self.shape_only else ''})",
             f"  dims       {c.matryoshka_dimensions}",
-            f"  layers     {c.matryoshka_layers}   pooling {c.pooling}   normalize {c.normalize}",
+            f"  layers     {c.matryoshka_layers}   pooling {c.pooling}   normalize {c.normalize}   "
+            f"output rotation {self.model_args.output_rotation}",
             f"  objective  method {t.method}, preset {t.preset}, task loss {self.task}"
             + (f" ({self.num_labels} labels)" if self.num_labels else ""),
         ]
@@ -122,7 +124,8 @@ class Plan:
             f"(batch {t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}, "
             f"lr {t.learning_rate}, epochs {t.num_train_epochs}, max_steps {t.max_steps})",
             f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
-            f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}",
+            f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}"
+            + (", the starting checkpoint too" if self.eval_args.eval_tasks and self.eval_args.eval_base else ""),
             f"  output     {t.output_dir}",
             f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.export_args.adapter_only else ""),
         ]
@@ -290,6 +293,14 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         )
     except ValueError as err:
         raise RecipeError(f"model.{err}") from None
+    if model_args.output_rotation not in ROTATION_CHOICES:
+        raise RecipeError(
+            f"model.output_rotation must be one of {', '.join(ROTATION_CHOICES)}, got {model_args.output_rotation!r}"
+        )
+    if model_args.rotation_max_texts < 2:
+        raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
+    if model_args.output_rotation != "none" and export_args.adapter_only:
+        raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
     if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
@@ -529,6 +540,19 @@ def framework_versions() -> dict[str, str]:
     return found
 
 
+def rotation_fit_texts(plan: Plan) -> list[str] | None:
+    """The texts the output rotation is fitted on: the training rows' distinct texts (every text column), a
+    seeded sample of ``model.rotation_max_texts``; never evaluation text. None without a rotation."""
+    from .collator import split_columns
+    from .rotation import training_texts
+
+    if plan.model_args.output_rotation == "none":
+        return None
+    data = plan.train_dataset
+    columns, _ = split_columns(data.column_names, data[0])
+    return training_texts(data, columns, plan.model_args.rotation_max_texts, plan.training_args.seed)
+
+
 def execute(plan: Plan) -> dict[str, Any]:
     """Train, save, evaluate, export, push; returns the summary (paths and grid results)."""
     import torch
@@ -540,6 +564,7 @@ def execute(plan: Plan) -> dict[str, Any]:
     from .evaluation.report import summary_lines, write_outputs
     from .lora import ADAPTER_DIR, apply_lora, merge_lora, save_adapter
     from .modeling_mipic import MatryoshkaModel
+    from .rotation import fit_output_rotation
     from .trainer import MIPICTrainer
 
     args, m = plan.training_args, plan.model_args
@@ -562,6 +587,23 @@ def execute(plan: Plan) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(
         plan.backbone_path, revision=m.revision, trust_remote_code=m.trust_backbone_code
     )
+    dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
+    layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
+    base_results = None
+    if plan.eval_args.eval_tasks and plan.eval_args.eval_base:  # the starting checkpoint, scored once
+        base_results = evaluate_grid(
+            model,
+            tokenizer,
+            plan.eval_args.eval_tasks,
+            dims=dims,
+            layers=layers,
+            batch_size=plan.eval_args.eval_batch_size,
+            max_samples=plan.eval_args.eval_max_samples,
+            split=plan.eval_args.eval_split,
+        )
+    rotation_texts = rotation_fit_texts(plan)
+    if m.output_rotation == "before":
+        fit_output_rotation(model, tokenizer, rotation_texts)
     if plan.lora_args.use_lora:
         lora = plan.lora_args
         try:
@@ -578,8 +620,6 @@ def execute(plan: Plan) -> dict[str, Any]:
         except ValueError as err:
             raise RecipeError(str(err)) from None
     callbacks = []
-    dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
-    layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
     if plan.eval_args.eval_during_training and plan.eval_args.eval_tasks:
         callbacks.append(
             MatryoshkaEvalCallback(
@@ -610,6 +650,8 @@ def execute(plan: Plan) -> dict[str, Any]:
         if main_process:
             save_adapter(model, out / ADAPTER_DIR, base_model=plan.backbone_path)
         merge_lora(model)
+    if m.output_rotation == "after":
+        fit_output_rotation(model, tokenizer, rotation_texts)
     train_time = time.time() - start
     model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_time)
     trainer.save_model(str(out))  # every rank calls it (sharded engines gather here); rank 0 writes
@@ -631,6 +673,8 @@ def execute(plan: Plan) -> dict[str, Any]:
             max_samples=plan.eval_args.eval_max_samples,
             split=plan.eval_args.eval_split,
         )
+        if base_results is not None:
+            results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
         summary["outputs"] = {k: str(v) for k, v in write_outputs(results, out / "eval").items()}
         summary["results"] = results
         summary["summary_lines"] = summary_lines(results)

@@ -301,11 +301,14 @@ class MIPICTrainer(Trainer):
         """One encoder forward per text column (the single column twice for SimCSE)."""
         columns = features * 2 if self.task_loss == "simcse" else features
         need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
-        pool = _matryoshka_model(model).pool
+        inner = _matryoshka_model(model)
+        token_map = inner.rotate if inner.output_rotation is not None else None
         encoded = []
         for batch in columns:
             out = model(**batch, output_hidden_states=need_hidden)
-            encoded.append(EncodedText(out.last_hidden_state, batch["attention_mask"], pool, out.hidden_states))
+            encoded.append(
+                EncodedText(out.last_hidden_state, batch["attention_mask"], inner.pool, out.hidden_states, token_map)
+            )
         return encoded
 
     def compute_loss(

@@ -21,9 +21,12 @@ def _safe_name(task: str) -> str:
 
 
 def task_table(results: Mapping[str, Any], task: str) -> str:
-    """Markdown table of one task's main metric: rows = exit layers, columns = dimensions."""
+    """Markdown table of one task's main metric: rows = exit layers, columns = dimensions; with
+    ``results["base"]`` (the starting checkpoint's grid) a "base" row under each layer."""
     entry = results["tasks"][task]
     dims, layers = results["dims"], results["layers"]
+    base = results.get("base")
+    base = base if base is not None and task in base["tasks"] else None
     lines = [
         f"### {task} ({entry['task_type']}, {entry['main_metric']})",
         "",
@@ -33,6 +36,11 @@ def task_table(results: Mapping[str, Any], task: str) -> str:
     for layer in layers:
         row = [_fmt(main_score(results, task, layer, d)) for d in dims]
         lines.append(f"| L{layer} | " + " | ".join(row) + " |")
+        if base is not None:
+            row = [_fmt(main_score(base, task, layer, d)) for d in dims]
+            lines.append(f"| L{layer} base | " + " | ".join(row) + " |")
+    if base is not None:
+        lines += ["", f"base: the starting checkpoint ({base.get('model', 'before training')}), scored the same way."]
     return "\n".join(lines)
 
 
@@ -57,17 +65,25 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
 
 def summary_lines(results: Mapping[str, Any]) -> list[str]:
-    """One console line per dimension: each task's best main score over the exit layers (and that layer)."""
+    """One console line per dimension: each task's best main score over the exit layers (and that layer), and,
+    when ``results["base"]`` holds the starting checkpoint's grid, its score at the same budget."""
     lines = []
     tasks = list(results["tasks"])
+    base = results.get("base")
     for d in results["dims"]:
         best = []
         for task in tasks:
             layer = max(results["layers"], key=lambda lay, t=task: main_score(results, t, lay, d))
             best.append((task, layer, main_score(results, task, layer, d)))
         mean = sum(v for *_, v in best) / len(best) if best else float("nan")
-        cells = " | ".join(f"{t} {results['tasks'][t]['main_metric']} {_fmt(v)} (L{lay})" for t, lay, v in best)
-        lines.append(f"d={d}: best avg {_fmt(mean)} | {cells}" if cells else f"d={d}: no tasks")
+        cells = []
+        for t, lay, v in best:
+            cell = f"{t} {results['tasks'][t]['main_metric']} {_fmt(v)} (L{lay}"
+            if base is not None and t in base["tasks"]:
+                before = main_score(base, t, lay, d)
+                cell += f"; base {_fmt(before)}, {v - before:+.2f}"
+            cells.append(cell + ")")
+        lines.append(f"d={d}: best avg {_fmt(mean)} | {' | '.join(cells)}" if cells else f"d={d}: no tasks")
     return lines
 
 

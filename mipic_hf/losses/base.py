@@ -17,15 +17,20 @@ class EncodedText:
     Args:
         last_hidden_state: (B, m, D) token states of the last layer.
         attention_mask: (B, m) 1 for real tokens, 0 for padding.
-        pool_fn: the model's pooling, ``(states, attention_mask) -> (B, D)`` in float32.
+        pool_fn: the model's pooling, ``(states, attention_mask) -> (B, D)`` in float32, including the model's
+            output rotation when it has one (so ``pooled`` is the vector whose prefixes are the embeddings).
         hidden_states: ``hidden_states[l]`` for l = 0..L when the objective needs layers, else None.
+        token_map: the output rotation for token states (``MatryoshkaModel.rotate``) when the model has one:
+            ``states`` then returns rotated states, whose first d coordinates pool to the d-prefix embedding.
     """
 
     last_hidden_state: torch.Tensor
     attention_mask: torch.Tensor
     pool_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    token_map: Callable[[torch.Tensor], torch.Tensor] | None = None
     _pooled: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
+    _mapped: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -34,7 +39,19 @@ class EncodedText:
         return len(self.hidden_states) - 1
 
     def states(self, layer: int | None = None) -> torch.Tensor:
-        """Token states of ``layer`` (None: the last layer)."""
+        """Token states of ``layer`` (None: the last layer), in the embedding's coordinates (``token_map``)."""
+        if self.token_map is None:
+            return self.raw_states(layer)
+        key = self._key(layer)
+        if key not in self._mapped:
+            self._mapped[key] = self.token_map(self.raw_states(layer))
+        return self._mapped[key]
+
+    def _key(self, layer: int | None) -> int | None:
+        return None if layer is None or (self.hidden_states is not None and layer == self.num_layers) else layer
+
+    def raw_states(self, layer: int | None = None) -> torch.Tensor:
+        """Token states of ``layer`` as the encoder returned them (None: the last layer)."""
         if layer is None or (self.hidden_states is not None and layer == self.num_layers):
             return self.last_hidden_state
         if self.hidden_states is None:
@@ -43,9 +60,9 @@ class EncodedText:
 
     def pooled(self, layer: int | None = None) -> torch.Tensor:
         """Full-width pooled sentence vectors (B, D) of ``layer`` in float32, computed once per layer."""
-        key = None if layer is None or (self.hidden_states is not None and layer == self.num_layers) else layer
+        key = self._key(layer)
         if key not in self._pooled:
-            self._pooled[key] = self.pool_fn(self.states(layer), self.attention_mask)
+            self._pooled[key] = self.pool_fn(self.raw_states(layer), self.attention_mask)
         return self._pooled[key]
 
     @property
