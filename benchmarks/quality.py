@@ -11,7 +11,9 @@ lr 2e-5, 10% warm-up, training max length 64 (evaluation at the model's 256), di
 to choose settings on. Our methods run through ``python -m mipic_hf.run recipes/quickstart.yaml`` with
 overrides; the sentence-transformers peers (``st_matryoshka``, ``st_matryoshka2d``, the ``bench`` extra)
 through their own trainer and losses; every model is scored by the same ``evaluate_grid``. A run whose
-``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/`` (not committed).
+``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/`` (not committed); each run's
+``eval_results.json`` is copied to ``benchmarks/results/quality/<split>/<method>/seed<N>.json`` (committed), and
+``report`` rebuilds every table from those files.
 ``--model PATH`` swaps the backbone (a tiny random model in CI); dims and exit layers follow its shape.
 
 ``batch`` runs the full plan in ``--jobs`` worker processes: the candidates on STS-B dev first (rounds 2 and 3
@@ -37,6 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "benchmarks" / "runs" / "quality"
+# Every finished run's eval_results.json is copied here (committed: the tables are rebuilt from these files).
+RESULTS = ROOT / "benchmarks" / "results" / "quality"
 DIMS = [8, 16, 32, 64, 128, 256, 384]  # MiniLM's grid (the report's columns)
 LAYERS = [2, 4, 6]
 
@@ -326,6 +330,7 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
     out = run_dir(split, method, seed)
     if (out / "eval" / "eval_results.json").is_file():
         print(f"skip {split} {method} seed {seed}: done", flush=True)
+        archive(out, split, method)
         return
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +346,16 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
     else:
         run_ours(spec, model, seed, split, out, max_steps)
     (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    archive(out, split, method)
     print(f"done {split} {method} seed {seed} in {time.time() - start:.0f} s", flush=True)
+
+
+def archive(out: Path, split: str, method: str) -> Path:
+    """Copy a run's eval_results.json to RESULTS/<split>/<method>/<seed>.json (the committed raw data)."""
+    target = RESULTS / split / method / f"{out.name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text((out / "eval" / "eval_results.json").read_text())
+    return target
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -352,8 +366,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def load_scores(split: str) -> dict[str, dict[int, dict]]:
     found: dict[str, dict[int, dict]] = {}
-    for path in sorted((RUNS / split).glob("*/seed*/eval/eval_results.json")):
-        method, seed = path.parts[-4], int(path.parts[-3][4:])
+    for path in sorted((RESULTS / split).glob("*/seed*.json")):
+        method, seed = path.parts[-2], int(path.stem[4:])
         if method in METHODS:
             found.setdefault(method, {})[seed] = json.loads(path.read_text())
     return found
@@ -443,8 +457,21 @@ def term_gains(
             verdicts[term] = (None, None)
             continue
         gain = statistics.mean(dev_aggregate(runs[0][s]) - dev_aggregate(runs[1][s]) for s in seeds)
-        verdicts[term] = (round(gain, 2), gain >= TERM_MIN_GAIN)
+        verdicts[term] = (round(gain, 2), round(gain, 2) >= TERM_MIN_GAIN)  # as the table shows it
     return verdicts
+
+
+ROTATION_OPTIONS = {"none": TERM_BASE, "before": "t_rot_before", "after": "mipic_default_teacher_pca"}
+
+
+def select_rotation(found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS) -> str | None:
+    """The output-rotation rule, fixed before the runs: among none / before / after training on the best recipe,
+    the best dev aggregate (mean over ``seeds``); ties go to none. None until every option has every seed."""
+    runs = {option: found.get(method, {}) for option, method in ROTATION_OPTIONS.items()}
+    if not all(s in r for r in runs.values() for s in seeds):
+        return None
+    means = {o: round(statistics.mean(dev_aggregate(r[s]) for s in seeds), 2) for o, r in runs.items()}
+    return max(means, key=lambda o: (means[o], o == "none"))
 
 
 def anchor_gaps(found: dict[str, dict[int, dict]], method: str, task: str = "stsb") -> dict[str, list[float]]:
@@ -476,7 +503,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     global DIMS, LAYERS
     found = load_scores(args.split)
     if not found:
-        raise SystemExit(f"no results under {RUNS / args.split}")
+        raise SystemExit(f"no results under {RESULTS / args.split}")
     first = next(iter(next(iter(found.values())).values()))
     DIMS, LAYERS = list(first["dims"]), list(first["layers"])  # the grid the runs used
     order = [m for m in args.methods or METHODS if m in found]
@@ -523,6 +550,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             ]
             verdict = "-" if earns is None else ("yes" if earns else "no")
             print(f"| {term} | {ablation} | {per_seed} | {'-' if gain is None else gain} | {verdict} |")
+        print(f"\nrotation rule (select_rotation) picks: {select_rotation(found)}")
     anchored = [m for m in order if m not in ("untrained", "untrained_pca")]
     if "untrained" in found:
         print(f"\nanchors, stsb {args.split}, last exit: smallest gap over dims to each zero-training row, per seed")
@@ -588,7 +616,8 @@ def cmd_batch(args: argparse.Namespace) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def job(split: str, method: str, seed: int) -> tuple[str, str, int, int]:
-        cmd = [sys.executable, __file__, "--runs", str(RUNS), "run", "--split", split, "--methods", method]
+        cmd = [sys.executable, __file__, "--runs", str(RUNS), "--results", str(RESULTS), "run", "--split", split]
+        cmd += ["--methods", method]
         cmd += ["--seeds", str(seed), "--model", model]
         if args.max_steps:
             cmd += ["--max_steps", str(args.max_steps)]
@@ -613,9 +642,12 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    global RUNS
+    global RUNS, RESULTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=RUNS, help="where runs live (default benchmarks/runs/quality)")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="one JSON per run (default benchmarks/results/quality)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate (skips finished runs)")
     run.add_argument("--methods", nargs="+", default=["untrained", "mrl", "mipic_paper"], choices=list(METHODS))
@@ -639,7 +671,7 @@ def main() -> None:
         help="also write quality_<task>_<split>.png into this folder (default benchmarks/)",
     )
     args = parser.parse_args()
-    RUNS = args.runs.resolve()
+    RUNS, RESULTS = args.runs.resolve(), args.results.resolve()
     {"run": cmd_run, "batch": cmd_batch, "report": cmd_report}[args.command](args)
 
 

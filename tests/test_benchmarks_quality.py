@@ -17,20 +17,23 @@ METHODS = [
     "st_matryoshka2d",
     "mrl_teacher",
     "snli_mrl_teacher",
+    "untrained_pca",
+    "t_rot_before",
 ]
 
 
 def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    runs = tmp_path / "runs"
-    base = [sys.executable, str(QUALITY), "--runs", str(runs)]
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    base = [sys.executable, str(QUALITY), "--runs", str(runs), "--results", str(results)]
     cmd = [*base, "run", "--split", "validation", "--model", tiny_backbone, "--max_steps", "2", "--methods", *METHODS]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     for method in METHODS:
-        seed = "seed0" if method == "untrained" else "seed42"
+        seed = "seed0" if method.startswith("untrained") else "seed42"
         result = json.loads((runs / "validation" / method / seed / "eval" / "eval_results.json").read_text())
+        assert json.loads((results / "validation" / method / f"{seed}.json").read_text()) == result  # archived
         # The tiny backbone (2 layers, 64 wide) gets the grid quality.py derives from its shape.
         assert result["dims"] == [8, 16, 32, 64] and result["layers"] == [1, 2]
         scores = result["tasks"]["stsb"]["scores"]
@@ -38,6 +41,9 @@ def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: st
     untrained = json.loads((runs / "validation/untrained/seed0/eval/eval_results.json").read_text())
     trained = json.loads((runs / "validation/mrl/seed42/eval/eval_results.json").read_text())
     assert untrained["tasks"]["stsb"]["scores"] != trained["tasks"]["stsb"]["scores"]  # 2 steps did train
+    rotated = json.loads((runs / "validation/untrained_pca/seed0/eval/eval_results.json").read_text())
+    # The rotation changes what a prefix keeps.
+    assert rotated["tasks"]["stsb"]["scores"]["L2"]["D8"] != untrained["tasks"]["stsb"]["scores"]["L2"]["D8"]
 
     plots = tmp_path / "plots"
     report = [*base, "report", "--split", "validation", "--plots", str(plots)]
@@ -50,3 +56,52 @@ def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: st
     assert "teacher selection rule (select_teacher) picks: " in proc.stdout
     assert "picks: None" not in proc.stdout.split("select_teacher")[1]
     assert (plots / "quality_stsb_validation.png").stat().st_size > 0
+    assert "anchors, stsb validation, last exit" in proc.stdout
+    assert "| SIA | t_abl_no_sia | [] | - | - |" in proc.stdout  # no ablation ran: no verdict
+
+
+def _result(cells: dict[tuple[int, int], float]) -> dict:
+    scores: dict = {}
+    for (layer, dim), value in cells.items():
+        scores.setdefault(f"L{layer}", {})[f"D{dim}"] = {"spearman": value}
+    return {"tasks": {"stsb": {"scores": scores}}}
+
+
+def _quality_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality", QUALITY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_term_rule_keeps_a_term_only_for_a_dev_gain_of_0_3() -> None:
+    """term_gains: the mean over 3 seeds of (base - ablation) on the all-cells STS-B dev average, >= 0.3 to stay."""
+    quality = _quality_module()
+    cells = [(2, 8), (2, 384), (6, 8), (6, 384)]
+    base = {s: _result(dict.fromkeys(cells, 80.0 + s / 100)) for s in (42, 43, 44)}
+    found = {
+        "mipic_default_teacher": base,
+        # removing SIA costs 0.4 at one cell of four in every seed: 0.1 on the aggregate -> leaves default
+        "t_abl_no_sia": {s: _result({**dict.fromkeys(cells, 80.0 + s / 100), (6, 8): 79.6 + s / 100}) for s in base},
+        # removing PIC costs 0.35 everywhere in two seeds and 0.2 in the third: mean 0.3 -> stays
+        "t_abl_no_pic": {s: _result(dict.fromkeys(cells, 80.0 + s / 100 - (0.2 if s == 44 else 0.35))) for s in base},
+        "t_abl_no_rung": {42: base[42]},  # one seed only: no verdict
+    }
+    verdicts = quality.term_gains(found)
+    assert verdicts["SIA"] == (0.1, False)
+    assert verdicts["PIC"] == (0.3, True)
+    assert verdicts["rung task loss"] == (None, None)
+
+
+def test_rotation_rule_picks_the_best_dev_aggregate_and_prefers_none_on_ties() -> None:
+    quality = _quality_module()
+    cells = [(2, 8), (6, 384)]
+    flat = {s: _result(dict.fromkeys(cells, 80.0)) for s in (42, 43, 44)}
+    found = {m: dict(flat) for m in ("mipic_default_teacher", "t_rot_before", "mipic_default_teacher_pca")}
+    assert quality.select_rotation(found) == "none"  # a tie keeps the model as trained
+    found["t_rot_before"] = {s: _result({(2, 8): 80.5, (6, 384): 80.0}) for s in (42, 43, 44)}
+    assert quality.select_rotation(found) == "before"
+    del found["mipic_default_teacher_pca"][44]
+    assert quality.select_rotation(found) is None  # not every seed ran

@@ -31,6 +31,7 @@ from mipic_hf.evaluation import (
     write_outputs,
 )
 from mipic_hf.evaluation import grid as grid_module
+from mipic_hf.evaluation.report import task_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow rain".split()
@@ -265,6 +266,27 @@ def test_write_outputs(grid_run, tmp_path: Path) -> None:
             assert path.read_bytes()[:8] == PNG_MAGIC
     lines = summary_lines(results)
     assert len(lines) == len(DIMS) and lines[0].startswith("d=8:") and "fake_pair ap" in lines[0]
+
+
+def test_base_scores_beside_the_trained_ones(grid_run) -> None:
+    """With results["base"] (the starting checkpoint), every table row gets a base row and every summary line the
+    base score at the same budget and the difference."""
+    import copy
+
+    results = copy.deepcopy(grid_run.results)
+    base = copy.deepcopy(grid_run.results)
+    for layers in base["tasks"]["fake_sts"]["scores"].values():
+        for cells in layers.values():
+            cells["spearman"] -= 1.25
+    results["base"] = {"model": "start", "tasks": base["tasks"]}
+    table = task_table(results, "fake_sts")
+    trained, before = main_score(results, "fake_sts", 1, 8), main_score(base, "fake_sts", 1, 8)
+    assert f"| L1 base | {before:.2f} |" in table and f"| L1 | {trained:.2f} |" in table
+    assert "base: the starting checkpoint (start)" in table
+    line = summary_lines(results)[0]
+    layer = max(results["layers"], key=lambda lay: main_score(results, "fake_sts", lay, 8))
+    score, expected = main_score(results, "fake_sts", layer, 8), main_score(base, "fake_sts", layer, 8)
+    assert f"fake_sts spearman {score:.2f} (L{layer}; base {expected:.2f}, +1.25)" in line
 
 
 # ----- CLI -------------------------------------------------------------------------------------------------------

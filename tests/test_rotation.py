@@ -181,3 +181,21 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
     assert main([*args, "--output_rotation", "before", "--adapter_only", "true"]) == 2
     assert "export.adapter_only cannot carry model.output_rotation" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_run_scores_its_starting_checkpoint(rotated_runs: dict, tiny_backbone: str) -> None:
+    """results["base"] is the backbone as loaded, before the rotation and training, scored on the same grid."""
+    import json
+
+    from mipic_hf.evaluation.grid import evaluate_grid
+
+    results = json.loads((rotated_runs["before"] / "eval" / "eval_results.json").read_text())
+    assert results["base"]["model"] == tiny_backbone
+    start = MatryoshkaModel.from_backbone(tiny_backbone, matryoshka_dimensions=[8, 16, 64], pooling="mean")
+    start.config.matryoshka_layers = [1, 2]
+    expected = evaluate_grid(start, AutoTokenizer.from_pretrained(tiny_backbone), ["stsb"], max_samples=20)
+    got, want = results["base"]["tasks"]["stsb"]["scores"], expected["tasks"]["stsb"]["scores"]
+    for layer in ("L1", "L2"):
+        for dim in ("D8", "D16", "D64"):
+            assert got[layer][dim]["spearman"] == pytest.approx(want[layer][dim]["spearman"], abs=1e-6)
+    assert got != results["tasks"]["stsb"]["scores"]
