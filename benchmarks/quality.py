@@ -129,6 +129,8 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # the encoder under it) or after
     "t_rot_before": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
     "t_rot_after": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "after"],
+    # the teacher's relational term at every evaluated exit (teacher_layers), where early exits are lost
+    "t_teacher_exits": [*MIPIC, "default", *TEACHER_PICK, "--teacher_layers", "{layers}"],
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": "quickstart.yaml",
@@ -242,6 +244,9 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
     recipe, overrides = ("quickstart.yaml", spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
     dims, layers = shape(model)
     overrides = [o.replace("{data}", os.environ.get("MIPIC_DATA_DIR", "../shared/data")) for o in overrides]
+    if "{layers}" in overrides:  # the grid's exit layers
+        at = overrides.index("{layers}")
+        overrides = [*overrides[:at], *map(str, layers), *overrides[at + 1 :]]
     if "{exits}" in overrides:  # one rung per exit layer, dims spread evenly: 32:2 128:4 384:6 on MiniLM
         rungs = [f"{dims[round((i + 1) * (len(dims) - 1) / len(layers))]}:{layer}" for i, layer in enumerate(layers)]
         at = overrides.index("{exits}")

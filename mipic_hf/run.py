@@ -195,7 +195,7 @@ def parse_columns(entries: list[str] | None) -> dict[str, str] | None:
     return mapping
 
 
-def check_teacher(args: MIPICTrainingArguments, hidden: int) -> None:
+def check_teacher(args: MIPICTrainingArguments, hidden: int, num_layers: int) -> None:
     """teacher.*: one source, a readable cache or model, dims within the width, CKA only with token states."""
     from .data import _looks_like_path
 
@@ -214,6 +214,9 @@ def check_teacher(args: MIPICTrainingArguments, hidden: int) -> None:
     bad = [d for d in args.teacher_dims or [] if not 1 <= d <= hidden]
     if bad:
         raise RecipeError(f"teacher.teacher_dims must lie in 1..{hidden}, got {bad}")
+    bad = [layer for layer in args.teacher_layers or [] if not 1 <= layer <= num_layers]
+    if bad:
+        raise RecipeError(f"teacher.teacher_layers must lie in 1..{num_layers} (num_hidden_layers), got {bad}")
     if args.teacher_temperature <= 0 or args.teacher_weight < 0 or args.teacher_cka_weight < 0:
         raise RecipeError("teacher.teacher_temperature must be > 0, teacher_weight and teacher_cka_weight >= 0")
     if args.teacher_cka_weight and args.teacher_cache:
@@ -352,7 +355,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         raise RecipeError(f"loss.{err}") from None
 
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
-    check_teacher(training_args, hidden)
+    check_teacher(training_args, hidden, num_layers)
     unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
     if unknown:
         raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")

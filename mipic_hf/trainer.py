@@ -149,6 +149,13 @@ class MIPICTrainingArguments(TrainingArguments):
     teacher_dims: list[int] | None = field(
         default=None, metadata={"help": "Prefixes the teacher term applies to (default: every Matryoshka dim)."}
     )
+    teacher_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Exit layers whose pooled prefixes the teacher term reaches, averaged (default: the last "
+            "layer only); e.g. the evaluated exits, where early-exit quality is otherwise lost."
+        },
+    )
     teacher_cka_weight: float = field(
         default=0.0,
         metadata={
@@ -293,14 +300,20 @@ class MIPICTrainer(Trainer):
             token_pairs = [
                 (s.last_hidden_state, t, s.attention_mask) for s, t in zip(students, taught.token_states, strict=True)
             ]
-        student = torch.cat([s.pooled() for s in students])
-        return self.teacher_loss(student, torch.cat(taught.embeddings), token_pairs)["teacher"]
+        target = torch.cat(taught.embeddings)
+        terms = []
+        for layer in self.args.teacher_layers or [None]:  # None: the last layer
+            last = layer is None or layer == students[0].num_layers
+            student = torch.cat([s.pooled(None if last else layer) for s in students])
+            terms.append(self.teacher_loss(student, target, token_pairs if last else None)["teacher"])
+        return torch.stack(terms).mean()
 
     # ----- loss -------------------------------------------------------------------------------------
     def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
         """One encoder forward per text column (the single column twice for SimCSE)."""
         columns = features * 2 if self.task_loss == "simcse" else features
         need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
+        need_hidden = need_hidden or (self.teacher is not None and bool(self.args.teacher_layers))
         inner = _matryoshka_model(model)
         token_map = inner.rotate if inner.output_rotation is not None else None
         encoded = []

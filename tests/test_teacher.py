@@ -153,3 +153,44 @@ def test_initial_teacher_term_starts_at_zero_at_full_width(tokenizer, tmp_path: 
     trainer.train()
     values = [h["teacher"] for h in trainer.state.log_history if "teacher" in h]
     assert values[0] == pytest.approx(0.0, abs=1e-6) and values[-1] > 1e-6
+
+
+def _slow_relation_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int, tau: float) -> float:
+    """Reference: the relation KL written as loops over texts (row i: softmax over j != i of cos / tau)."""
+    n, total = student.shape[0], 0.0
+    s = torch.nn.functional.normalize(student[:, :dim].double(), dim=-1)
+    t = torch.nn.functional.normalize(teacher.double(), dim=-1)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        p_t = torch.softmax(torch.stack([t[i] @ t[j] / tau for j in others]), 0)
+        p_s = torch.softmax(torch.stack([s[i] @ s[j] / tau for j in others]), 0)
+        total += float((p_t * (p_t.log() - p_s.log())).sum())
+    return total / n
+
+
+@pytest.mark.parametrize("method", ["mipic", "mrl"])
+def test_teacher_at_every_exit_layer_matches_a_slow_reference(method: str, tokenizer, tmp_path: Path) -> None:
+    """teacher_layers: the relation KL of each exit's pooled prefixes (a real early exit) to the frozen teacher's
+    full width, averaged over dims and layers; the student is perturbed so every layer's term differs."""
+    torch.manual_seed(0)
+    model = tiny_model(tokenizer)
+    args = make_args(tmp_path, method=method, teacher_model="initial", teacher_layers=[1, 2], teacher_dims=[8, 64])
+    rows = make_dataset("pairs", n=6)
+    trainer = MIPICTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = MatryoshkaDataCollator(tokenizer)([rows[i] for i in range(6)])
+    model.eval()
+    with torch.no_grad():
+        encoded = trainer.encode_columns(model, batch["features"])
+        got = trainer.teacher_term(encoded, batch).item()
+        texts = batch["texts"][0] + batch["texts"][1]
+        features = tokenizer(texts, padding=True, return_tensors="pt")
+        teacher = trainer.teacher.model(**features, dimension=64).embeddings
+        expected = []
+        for layer in (1, 2):
+            student = model(**features, layer=layer, dimension=64).embeddings
+            expected += [_slow_relation_kl(student, teacher, d, 0.2) for d in (8, 64)]
+    assert got == pytest.approx(sum(expected) / len(expected), rel=1e-4)
+    assert min(expected) > 1e-4 and expected[0] != pytest.approx(expected[2], rel=1e-3)  # the layers differ
