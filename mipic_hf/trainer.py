@@ -34,7 +34,7 @@ class MIPICTrainingArguments(TrainingArguments):
         default="mipic", metadata={"help": "Objective: mipic | mrl | 2dmse | starbucks | none (full width only)."}
     )
     preset: str = field(
-        default="default", metadata={"help": "MIPIC settings preset: default | paper (METHOD.md section 5)."}
+        default="default", metadata={"help": "MIPIC settings preset: default | paper (docs/method.md, Presets)."}
     )
     task_loss: str = field(
         default="auto",

@@ -1,10 +1,10 @@
 """The MIPIC objective: L = alpha * L_MRL + (1 - alpha) * (L_SIA + L_PIC) (MIPIC section 4).
 
-MIPIC (arXiv 2604.24374); METHOD.md sections 4-6. One encoder pass per text column serves every term:
+MIPIC (arXiv 2604.24374); docs/method.md. One encoder pass per text column serves every term:
 L_MRL on the last layer's pooled vector at every prefix, SIA at every SIA layer x prefix d_i < D, PIC on
 the ladder. SIA and PIC are averaged over the encoded text columns (both views for SimCSE).
 
-Presets (``preset``): ``paper`` sets every value as METHOD.md section 5 transcribes it; ``default`` is the
+Presets (``preset``): ``paper`` sets every value as the paper gives it (docs/method.md); ``default`` is the
 paper's with attention_temperature 1.0, mean aggregation of the SIA terms (the paper's 0.05 and sum let the
 attention KL dominate and cost 10-14 STS-B points on MiniLM) and pic_task_weight 1 (the task loss at the PIC
 rungs too), chosen on STS-B dev by benchmarks/quality.py. Any value set explicitly wins over the preset.
@@ -50,7 +50,7 @@ DEFAULT_PRESET: dict[str, object] = {
 }
 PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_PRESET, "default": DEFAULT_PRESET}
 
-# METHOD.md section 5 (Table 7): SIA layers and PIC ladder (dim, layer) per backbone, keyed by
+# the paper's settings table (docs/method.md, Presets): SIA layers and PIC ladder (dim, layer) per backbone, keyed by
 # (hidden size, number of layers, decoder?). Used by the presets when the model matches a row and no
 # ladder or SIA layers are given; other backbones get pic.default_ladder.
 PAPER_LADDERS: dict[tuple[int, int, bool], tuple[list[int], list[tuple[int, int]]]] = {

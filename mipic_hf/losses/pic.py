@@ -1,6 +1,6 @@
 """PIC: Progressive Information Chaining along the depth axis (MIPIC section 3).
 
-MIPIC (arXiv 2604.24374), PIC; METHOD.md section 3. A ladder of checkpoints (d_1, l_1) -> ... -> (d_K, l_K),
+MIPIC (arXiv 2604.24374), PIC; docs/method.md. A ladder of checkpoints (d_1, l_1) -> ... -> (d_K, l_K),
 strictly growing in width and depth and ending at (D, last layer). z_r = the pooled vector of layer l_r cut
 to d_r (L2-normalised). Each link maps the shallower rung up with a small MLP
 phi_r: d_r -> max(d_r, d_{r+1}) / 2 -> d_{r+1} (ReLU) and applies InfoNCE (cos / tau, in-batch negatives)

@@ -1,6 +1,6 @@
 """SIA: Self-distilled Intra-relational Alignment along the dimension axis (MIPIC section 2).
 
-MIPIC (arXiv 2604.24374), SIA; our reading and decisions in METHOD.md section 2 and 6. At every layer l in
+MIPIC (arXiv 2604.24374), SIA; our reading and decisions in docs/method.md. At every layer l in
 the SIA layer set and every prefix d_i < D, the full-width states of the same layer teach the prefix:
 
 (a) attention relation: query q = the full-width pooled vector of layer l; teacher scores

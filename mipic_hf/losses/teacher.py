@@ -12,7 +12,7 @@ Computes, for each nested prefix d in ``dims``:
 Both are averaged over ``dims`` and computed in float32 with autocast off.
 
 Why: fine-tuning an already trained embedding model (all-MiniLM-L6-v2 here, BGE-M3 or Qwen3-Embedding in
-the paper) with MRL-style losses lowers its full-width quality (see PEERS.md "Measured here"); MIPIC's SIA
+the paper) with MRL-style losses lowers its full-width quality (benchmarks/RESULTS.md); MIPIC's SIA
 teacher is the model's own full width, which drifts with it. A frozen teacher anchors the relations the
 model already had (relational distillation as in RKD, Park et al. 2019, applied per Matryoshka prefix).
 """
