@@ -327,6 +327,32 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         """
         dimension = self._check_dimension(dimension)
         layer = self._check_layer(layer)
+        out = self.encode_layers(
+            texts, tokenizer, [layer], dimension, batch_size, show_progress_bar, max_length, device
+        )[layer]
+        if convert_to_tensor or not convert_to_numpy:
+            return out
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def encode_layers(
+        self,
+        texts: str | list[str],
+        tokenizer: Any = None,
+        layers: list[int] | None = None,
+        dimension: int | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """``encode`` at several exit layers from one pass: ``{layer: (N, dimension) float32 tensor}``.
+
+        The backbone runs up to the deepest requested layer once; each layer's states (``hidden_states[l]``,
+        the final norm applied as in ``forward``) are pooled, rotated, cut and normalised like ``encode``'s.
+        """
+        dimension = self._check_dimension(dimension)
+        layers = sorted({self._check_layer(layer) for layer in (layers or [None])})
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         single = isinstance(texts, str)
@@ -345,7 +371,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         was_training = self.training
         self.eval()
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        chunks = []
+        chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
         try:
             starts = range(0, len(texts), batch_size)
             if show_progress_bar:
@@ -356,21 +382,24 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
                 batch = [texts[i] for i in order[start : start + batch_size]]
                 features = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
                 features = {k: v.to(device) for k, v in features.items()}
-                out = self(**features, dimension=dimension, layer=layer)
-                chunks.append(out.embeddings.float())
+                if len(layers) == 1:
+                    chunks[layers[0]].append(self(**features, dimension=dimension, layer=layers[0]).embeddings.float())
+                    continue
+                out = self(**features, layer=layers[-1], output_hidden_states=True)
+                for layer in layers:
+                    chunks[layer].append(self.embed(out.hidden_states[layer], features["attention_mask"], dimension))
         finally:
             self.train(was_training)
-        if chunks:
-            stacked = torch.cat(chunks)
-            embeddings = torch.empty_like(stacked)
-            embeddings[torch.tensor(order, device=stacked.device)] = stacked
-        else:
-            embeddings = torch.empty(0, dimension)
-        if single:
-            embeddings = embeddings[0]
-        if convert_to_tensor or not convert_to_numpy:
-            return embeddings
-        return embeddings.cpu().numpy()
+        result = {}
+        for layer, parts in chunks.items():
+            if parts:
+                stacked = torch.cat(parts)
+                embeddings = torch.empty_like(stacked)
+                embeddings[torch.tensor(order, device=stacked.device)] = stacked
+            else:
+                embeddings = torch.empty(0, dimension)
+            result[layer] = embeddings[0] if single else embeddings
+        return result
 
     def _default_tokenizer(self) -> Any:
         if self._tokenizer is None:

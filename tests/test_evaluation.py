@@ -99,13 +99,13 @@ def grid_run(tokenizer):
     """One grid over the three fake tasks, with every encode call and every block call recorded."""
     model = tiny_model(tokenizer)
     calls, block_calls = [], [0, 0, 0]
-    original = model.encode
+    original = model.encode_layers
 
-    def spy(texts, tokenizer=None, dimension=None, layer=None, **kwargs):
-        calls.append({"n": len(texts), "unique": len(set(texts)), "dimension": dimension, "layer": layer, **kwargs})
-        return original(texts, tokenizer, dimension=dimension, layer=layer, **kwargs)
+    def spy(texts, tokenizer=None, layers=None, dimension=None, **kwargs):
+        calls.append({"n": len(texts), "unique": len(set(texts)), "dimension": dimension, "layers": layers, **kwargs})
+        return original(texts, tokenizer, layers, dimension=dimension, **kwargs)
 
-    model.encode = spy
+    model.encode_layers = spy
     _, _, blocks = model._block_list()
     hooks = [
         block.register_forward_hook(lambda *_, i=i: block_calls.__setitem__(i, block_calls[i] + 1))
@@ -122,7 +122,7 @@ def grid_run(tokenizer):
         benchmarks=FAKE_BENCHMARKS,
         load_fn=fake_load,
     )
-    del model.encode
+    del model.encode_layers
     for hook in hooks:
         hook.remove()
     return SimpleNamespace(model=model, results=results, calls=calls, block_calls=block_calls)
@@ -190,17 +190,15 @@ def test_grid_has_one_entry_per_layer_and_dim(grid_run) -> None:
     )
 
 
-def test_grid_encodes_each_layer_once_with_a_real_early_exit(grid_run) -> None:
+def test_grid_encodes_each_task_once_up_to_the_deepest_exit(grid_run) -> None:
     calls = grid_run.calls
-    # One full-width encode of the distinct texts per (task, layer), never one per dim.
-    assert [c["layer"] for c in calls] == LAYERS * 3
+    # One full-width pass over the distinct texts per task, for every exit layer at once, never one per dim.
+    assert [c["layers"] for c in calls] == [LAYERS] * 3
     assert all(c["dimension"] == 64 and c["n"] == c["unique"] for c in calls)
     assert calls[0]["n"] < 48  # fake_sts: 24 pairs with repeated texts
-    batches = [-(-c["n"] // 16) for c in calls]
-    first = sum(batches)
-    deep = sum(b for b, c in zip(batches, calls, strict=True) if c["layer"] == 3)
-    # Block 1 runs in every forward; blocks 2 and 3 only when exiting after layer 3.
-    assert grid_run.block_calls == [first, deep, deep]
+    batches = sum(-(-c["n"] // 16) for c in calls)
+    # Every block runs once per batch (the deepest exit is the last layer), not once per exit layer.
+    assert grid_run.block_calls == [batches, batches, batches]
 
 
 def test_sliced_scores_equal_encoding_at_that_dimension(grid_run, tokenizer) -> None:

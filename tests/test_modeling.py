@@ -171,3 +171,27 @@ def test_encode_matches_forward_and_keeps_order(minilm_path: str) -> None:
     assert isinstance(one, torch.Tensor) and one.shape == (8,)
     with pytest.raises(ValueError, match="batch_size"):
         model.encode(texts, tokenizer, batch_size=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_layers_equals_one_early_exit_per_layer(arch: str, minilm_path: str) -> None:
+    """One pass with hidden states gives, at every exit, what a real early exit (encode with layer=l) gives;
+    Qwen3's final norm included, with and without an output rotation."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    text_config = tiny_config(arch, vocab_size=tokenizer.vocab_size, num_layers=3)
+    if arch != "qwen3":
+        text_config.pad_token_id = tokenizer.pad_token_id
+    pooling = "last_token" if arch == "qwen3" else "mean"
+    model = MatryoshkaModel(MatryoshkaConfig(text_config=text_config, pooling=pooling)).eval()
+    texts = ["a b c d e f g h", "short", "a medium length text here", "x"]
+    for rotated in (False, True):
+        if rotated:
+            model.set_output_rotation(torch.randn(64), torch.linalg.qr(torch.randn(64, 64))[0])
+        together = model.encode_layers(texts, tokenizer, [3, 1, 2], dimension=16, batch_size=3)
+        assert sorted(together) == [1, 2, 3]
+        for layer in (1, 2, 3):
+            alone = model.encode(texts, tokenizer, dimension=16, layer=layer, batch_size=3, convert_to_tensor=True)
+            torch.testing.assert_close(together[layer], alone, atol=1e-5, rtol=0)
+        assert not torch.allclose(together[1], together[3], atol=1e-3)

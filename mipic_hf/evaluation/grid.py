@@ -1,8 +1,9 @@
 """Evaluate a MatryoshkaModel on a grid of (exit layer, embedding dimension) budgets.
 
-For each task and exit layer every distinct text is encoded once, at full width, with a real early exit
-(``model.encode(..., layer=l)``); each dimension d is then the first d columns, re-normalised, which equals
-``model.encode(..., dimension=d, layer=l)``. So a grid costs one encoding pass per (task, layer).
+For each task every distinct text is encoded once, at full width, up to the deepest exit layer, and each
+exit's hidden states are pooled (``MatryoshkaModel.encode_layers``; equal to ``model.encode(..., layer=l)``);
+each dimension d is then the first d columns, re-normalised, which equals ``model.encode(..., dimension=d,
+layer=l)``. So a grid costs one encoding pass per task.
 
 Result structure (JSON-serialisable)::
 
@@ -162,6 +163,19 @@ class _TaskData:
         return {k: float(v) for k, v in metric.compute(predictions=predictions, references=self.references).items()}
 
 
+def _encode_at_layers(
+    model: Any, tokenizer: Any, texts: list[str], layers: list[int], batch_size: int, max_length: int | None
+) -> dict[int, Any]:
+    """Full-width embeddings of ``texts`` at each exit layer: one pass for all layers when the model offers
+    ``encode_layers`` (MatryoshkaModel), else one ``encode`` per layer."""
+    hidden = int(model.hidden_size)
+    kwargs = {"batch_size": batch_size, "show_progress_bar": False, "max_length": max_length}
+    if hasattr(model, "encode_layers"):
+        out = model.encode_layers(texts, tokenizer, layers, dimension=hidden, **kwargs)
+        return {layer: out[layer].cpu().numpy() for layer in layers}
+    return {layer: model.encode(texts, tokenizer, dimension=hidden, layer=layer, **kwargs) for layer in layers}
+
+
 def evaluate_grid(
     model: Any,
     tokenizer: Any,
@@ -227,7 +241,6 @@ def evaluate_grid(
         "split": split,
         "tasks": {},
     }
-    hidden = int(model.hidden_size)
     bar = tqdm(total=len(tasks) * len(layers), desc="Matryoshka eval", disable=not show_progress_bar)
     try:
         for task in tasks:
@@ -239,17 +252,8 @@ def evaluate_grid(
             data = _TaskData(task, task_type, test, train)
             metric = METRIC_FOR_TASK[task_type]()
             scores: dict[str, dict[str, dict[str, float]]] = {}
-            for layer in layers:
-                bar.set_postfix_str(f"{task} L{layer}")
-                full = model.encode(
-                    data.texts,
-                    tokenizer,
-                    dimension=hidden,
-                    layer=layer,
-                    batch_size=batch_size,
-                    show_progress_bar=False,
-                    max_length=max_length,
-                )
+            bar.set_postfix_str(task)
+            for layer, full in _encode_at_layers(model, tokenizer, data.texts, layers, batch_size, max_length).items():
                 full = np.asarray(full, dtype=np.float32)
                 scores[layer_key(layer)] = {dim_key(d): data.score(_normalize(full[:, :d]), metric) for d in dims}
                 bar.update(1)
