@@ -129,6 +129,9 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # the encoder under it) or after
     "t_rot_before": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
     "t_rot_after": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "after"],
+    # reshaped SIA / PIC (one change each): lifts P at random as the authors' code, PIC averaged like SIA
+    "t_lift_random": [*MIPIC, "default", *TEACHER_PICK, "--sia_lift_init", "random"],
+    "t_pic_mean": [*MIPIC, "default", *TEACHER_PICK, "--pic_aggregation", "mean"],
     # the teacher's relational term at every evaluated exit (teacher_layers), where early exits are lost
     "t_teacher_exits": [*MIPIC, "default", *TEACHER_PICK, "--teacher_layers", "{layers}"],
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?

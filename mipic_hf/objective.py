@@ -93,6 +93,7 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             attention_weight=settings["sia_attention_weight"],
             cka_weight=settings["sia_cka_weight"],
             k_min=settings["sia_k_min"],
+            lift_init=settings["sia_lift_init"],
             gammas=args.sia_gammas
             if args.sia_gammas is not None
             else default_gammas(len(prefix_dims), settings["sia_gamma_start"], settings["sia_gamma_step"]),
@@ -100,7 +101,12 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
     pic = None
     if settings["pic_weight"]:
         gather = bool(getattr(args, "gather_across_devices", False))
-        pic = PICLoss(ladder, temperature=settings["pic_temperature"], gather_across_devices=gather)
+        pic = PICLoss(
+            ladder,
+            temperature=settings["pic_temperature"],
+            gather_across_devices=gather,
+            aggregation=settings["pic_aggregation"],
+        )
     alpha = settings["alpha"] if settings["alpha"] is not None else paper_alpha(hidden, bool(config.is_causal))
     if settings["pic_task_weight"] < 0:
         raise ValueError(f"pic_task_weight must be >= 0, got {settings['pic_task_weight']}")

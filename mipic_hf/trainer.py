@@ -80,6 +80,16 @@ class MIPICTrainingArguments(TrainingArguments):
     sia_layers: list[int] | None = field(
         default=None, metadata={"help": "Layers (1-based) where SIA applies (default: the PIC ladder's layers)."}
     )
+    sia_lift_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Initial lift P: identity (the slice [I 0], the prefix lifted to itself; preset) | random "
+            "(nn.Linear's default init, as the authors' code)."
+        },
+    )
+    pic_aggregation: str | None = field(
+        default=None, metadata={"help": "Over the PIC links: sum (paper; preset) | mean (as SIA's mean)."}
+    )
     sia_k_min: int | None = field(default=None, metadata={"help": "Minimum top-k tokens per sentence (preset: 8)."})
     sia_gamma_start: float | None = field(
         default=None, metadata={"help": "Kept-token fraction at the smallest prefix (preset: 0.2)."}

@@ -203,3 +203,33 @@ def test_ladders() -> None:
         validate_ladder([(16, 1), (64, 4)], 64, 3)
     with pytest.raises(ValueError, match="dim:layer"):
         parse_ladder(["16-1"])
+
+
+def test_lift_init_identity_or_nn_linear_random() -> None:
+    torch.manual_seed(5)
+    random = SIALoss(D, [4, 8], [1, 3], lift_init="random")
+    torch.manual_seed(5)
+    expected = [torch.nn.Linear(D, d, bias=False).weight for _ in (1, 3) for d in (4, 8)]
+    for got, want in zip(random.lifts.values(), expected, strict=True):
+        torch.testing.assert_close(got.weight, want, atol=0, rtol=0)
+    identity = SIALoss(D, [4, 8], [1, 3])
+    for (_, lift), d in zip(identity.lifts.items(), [4, 8, 4, 8], strict=True):
+        torch.testing.assert_close(lift.weight, torch.eye(d, D), atol=0, rtol=0)
+    encoded = make_encoded([11, 5, 16, 9], width=16)
+    att, _ = slow_sia(random, encoded)  # the slow reference reads the lifts, whatever their init
+    assert random(encoded)["sia_att"].item() == pytest.approx(att, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="sia_lift_init must be one of identity, random"):
+        SIALoss(D, [4, 8], [1], lift_init="zeros")
+
+
+def test_pic_mean_aggregation_is_the_slow_reference_over_the_links() -> None:
+    ladder = [(4, 1), (8, 2), (16, 3)]
+    torch.manual_seed(0)
+    summed = PICLoss(ladder, temperature=0.1)
+    torch.manual_seed(0)
+    averaged = PICLoss(ladder, temperature=0.1, aggregation="mean")
+    encoded = make_encoded([9, 4, 12, 6, 12], width=12)
+    assert averaged(encoded)["pic"].item() == pytest.approx(slow_pic(summed, encoded) / 2, rel=1e-4)
+    assert summed(encoded)["pic"].item() == pytest.approx(slow_pic(summed, encoded), rel=1e-4)
+    with pytest.raises(ValueError, match="pic_aggregation"):
+        PICLoss(ladder, aggregation="max")

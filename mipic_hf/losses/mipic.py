@@ -34,6 +34,8 @@ PAPER_PRESET: dict[str, object] = {
     "pic_weight": 1.0,
     "pic_temperature": 0.05,
     "pic_task_weight": 0.0,  # not in the paper: the task loss at the ladder's lower rungs too
+    "sia_lift_init": "identity",  # the paper does not say; the authors' code initialises P at random
+    "pic_aggregation": "sum",
     "aux_lr_multiplier": 2.0,
     "alpha": None,  # the paper's per backbone: paper_alpha
 }

@@ -76,17 +76,25 @@ def validate_ladder(
 
 
 class PICLoss(nn.Module):
-    """PIC on one encoded text column: ``forward(encoded) -> {"pic": sum of link InfoNCE losses}``.
+    """PIC on one encoded text column: ``forward(encoded) -> {"pic": sum (or mean) of the link InfoNCE losses}``.
 
     Args:
         ladder: [(dim, layer), ...] strictly increasing, ending at (D, L).
         temperature: tau of the link InfoNCE.
+        aggregation: ``sum`` (paper) or ``mean`` over the K - 1 links.
     """
 
     def __init__(
-        self, ladder: list[tuple[int, int]], temperature: float = 0.05, gather_across_devices: bool = False
+        self,
+        ladder: list[tuple[int, int]],
+        temperature: float = 0.05,
+        gather_across_devices: bool = False,
+        aggregation: str = "sum",
     ) -> None:
         super().__init__()
+        if aggregation not in ("sum", "mean"):
+            raise ValueError(f"pic_aggregation must be one of sum, mean, got {aggregation!r}")
+        self.aggregation = aggregation
         self.ladder = [tuple(r) for r in ladder]
         self.temperature = temperature
         self.gather_across_devices = gather_across_devices
@@ -112,4 +120,5 @@ class PICLoss(nn.Module):
                 logits = infonce_logits(student, target, self.temperature)
                 targets = torch.arange(logits.shape[0], device=logits.device) + offset
                 links.append(F.cross_entropy(logits, targets))
-        return {"pic": torch.stack(links).sum()}
+        links = torch.stack(links)
+        return {"pic": links.sum() if self.aggregation == "sum" else links.mean()}

@@ -30,6 +30,7 @@ from .cka import center_gram, cka_from_centered_grams
 
 KL_DIRECTIONS = ("student_teacher", "teacher_student")
 AGGREGATIONS = ("sum", "mean")
+LIFT_INITS = ("identity", "random")
 
 
 def default_gammas(num_prefixes: int, start: float = 0.2, step: float = 0.1) -> list[float]:
@@ -79,6 +80,7 @@ class SIALoss(nn.Module):
         aggregation: ``sum`` (paper) or ``mean`` over layers x prefixes.
         attention_weight, cka_weight: weights of the two terms.
         k_min, gammas: top-k schedule (default gammas 0.2, 0.3, ... per prefix).
+        lift_init: ``identity`` (P = [I 0], the prefix lifted to itself) or ``random`` (nn.Linear's init).
     """
 
     def __init__(
@@ -94,8 +96,11 @@ class SIALoss(nn.Module):
         cka_weight: float = 1.0,
         k_min: int = 8,
         gammas: list[float] | None = None,
+        lift_init: str = "identity",
     ) -> None:
         super().__init__()
+        if lift_init not in LIFT_INITS:
+            raise ValueError(f"sia_lift_init must be one of {', '.join(LIFT_INITS)}, got {lift_init!r}")
         if kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"sia_kl_direction must be one of {', '.join(KL_DIRECTIONS)}, got {kl_direction!r}")
         if aggregation not in AGGREGATIONS:
@@ -124,9 +129,10 @@ class SIALoss(nn.Module):
         self.lifts = nn.ModuleDict()
         for layer in self.layers:
             for d in self.prefix_dims:
-                lift = nn.Linear(hidden_size, d, bias=False)
-                with torch.no_grad():
-                    lift.weight.copy_(torch.eye(d, hidden_size))
+                lift = nn.Linear(hidden_size, d, bias=False)  # random: nn.Linear's own init
+                if lift_init == "identity":
+                    with torch.no_grad():
+                        lift.weight.copy_(torch.eye(d, hidden_size))
                 self.lifts[self.lift_key(layer, d)] = lift
 
     @staticmethod
