@@ -592,18 +592,22 @@ def execute(plan: Plan) -> dict[str, Any]:
     )
     dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
     layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
-    base_results = None
-    if plan.eval_args.eval_tasks and plan.eval_args.eval_base:  # the starting checkpoint, scored once
-        base_results = evaluate_grid(
+
+    def grid() -> dict[str, Any]:
+        e = plan.eval_args
+        return evaluate_grid(
             model,
             tokenizer,
-            plan.eval_args.eval_tasks,
+            e.eval_tasks,
             dims=dims,
             layers=layers,
-            batch_size=plan.eval_args.eval_batch_size,
-            max_samples=plan.eval_args.eval_max_samples,
-            split=plan.eval_args.eval_split,
+            batch_size=e.eval_batch_size,
+            max_samples=e.eval_max_samples,
+            split=e.eval_split,
         )
+
+    # the starting checkpoint, scored once (before any rotation or training)
+    base_results = grid() if plan.eval_args.eval_tasks and plan.eval_args.eval_base else None
     rotation_texts = rotation_fit_texts(plan)
     if m.output_rotation == "before":
         fit_output_rotation(model, tokenizer, rotation_texts)
@@ -666,16 +670,7 @@ def execute(plan: Plan) -> dict[str, Any]:
 
     summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_time, 1)}
     if plan.eval_args.eval_tasks:
-        results = evaluate_grid(
-            model,
-            tokenizer,
-            plan.eval_args.eval_tasks,
-            dims=dims,
-            layers=layers,
-            batch_size=plan.eval_args.eval_batch_size,
-            max_samples=plan.eval_args.eval_max_samples,
-            split=plan.eval_args.eval_split,
-        )
+        results = grid()
         if base_results is not None:
             results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
         summary["outputs"] = {k: str(v) for k, v in write_outputs(results, out / "eval").items()}
