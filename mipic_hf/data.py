@@ -777,6 +777,8 @@ def load_train_data(
         raise ValueError(f"kind {kind!r} is unknown; choose one of {list(KINDS)}")
     _check_max_samples(max_samples)
     name = str(source)
+    if is_benchmark_list(name):
+        return _train_from_benchmarks(name, kind, columns, split, max_samples, data_dir)
     if name.lower() in BENCHMARKS:
         return _train_from_benchmark(name.lower(), kind, columns, split, max_samples, data_dir)
     split = SPLIT_ALIASES.get(str(split).lower(), str(split).lower())
@@ -797,6 +799,31 @@ def load_train_data(
     if raw.length == 0:
         raise ValueError(f"train data {name!r} has no rows")
     return _to_kind(raw.head(max_samples), kind, columns, name)
+
+
+def is_benchmark_list(name: str) -> bool:
+    """``"stsb,snli,trec"``: several named benchmarks, trained on together."""
+    parts = [p.strip().lower() for p in str(name).split(",")]
+    return len(parts) > 1 and all(p in BENCHMARKS for p in parts)
+
+
+def _train_from_benchmarks(
+    name: str,
+    kind: str,
+    columns: dict[str, str] | None,
+    split: str,
+    max_samples: int | None,
+    data_dir: str | Path | None,
+) -> datasets.Dataset:
+    """The train sets of several benchmarks of one kind, concatenated (sentences: each distinct text once),
+    shuffled with seed 0 so ``max_samples`` draws from every source."""
+    parts = [p.strip().lower() for p in name.split(",")]
+    sets = [_train_from_benchmark(p, kind, columns, split, None, data_dir) for p in parts]
+    combined = datasets.concatenate_datasets(sets)
+    if kind == "sentences":
+        combined = datasets.Dataset.from_dict({"text": list(dict.fromkeys(combined["text"]))})
+    combined = combined.shuffle(seed=0)
+    return combined.select(range(min(len(combined), max_samples))) if max_samples else combined
 
 
 def _train_from_benchmark(

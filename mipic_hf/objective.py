@@ -47,6 +47,7 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
         hidden_size=hidden,
         num_labels=num_labels,
         gather_across_devices=bool(getattr(args, "gather_across_devices", False)),
+        weight=getattr(args, "task_weight", 1.0),
     )
     if args.method in ("mrl", "none"):
         return MRLLoss(task_loss, full_dim_only=args.method == "none")

@@ -91,7 +91,8 @@ class Plan:
             f"  layers     {c.matryoshka_layers}   pooling {c.pooling}   normalize {c.normalize}   "
             f"output rotation {self.model_args.output_rotation}",
             f"  objective  method {t.method}, preset {t.preset}, task loss {self.task}"
-            + (f" ({self.num_labels} labels)" if self.num_labels else ""),
+            + (f" ({self.num_labels} labels)" if self.num_labels else "")
+            + ("" if t.task_weight == 1 else f" x{t.task_weight:g}" + (" (off)" if t.task_weight == 0 else "")),
         ]
         obj = self.objective
 
@@ -113,7 +114,9 @@ class Plan:
             dims = t.teacher_dims or c.matryoshka_dimensions
             lines.append(
                 f"  teacher    {source}: relation KL x{t.teacher_weight:g} (tau {t.teacher_temperature:g}) "
-                f"at dims {dims}" + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
+                f"at dims {dims}"
+                + (f", exits {t.teacher_layers}" if t.teacher_layers else "")
+                + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
             )
         lora = self.lora_args
         eval_dims = self.eval_args.eval_dims or c.matryoshka_dimensions
@@ -269,7 +272,7 @@ def infer_kind(data_args: DataArguments) -> str:
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     from .configuration_mipic import MatryoshkaConfig
-    from .data import BENCHMARKS, _looks_like_path, load_train_data
+    from .data import BENCHMARKS, _looks_like_path, is_benchmark_list, load_train_data
     from .objective import build_objective
 
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
@@ -311,7 +314,11 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         raise RecipeError("data.train_data is required (a benchmark name, a local file, or a Hub dataset id)")
     kind = infer_kind(data_args)
     columns = parse_columns(data_args.train_columns)
-    is_local = data_args.train_data in BENCHMARKS or os.path.exists(data_args.train_data)
+    is_local = (
+        data_args.train_data in BENCHMARKS
+        or is_benchmark_list(data_args.train_data)
+        or os.path.exists(data_args.train_data)
+    )
     if not is_local and _looks_like_path(data_args.train_data):
         raise RecipeError(
             f"data.train_data '{data_args.train_data}' does not exist (a file, a folder or a benchmark name)"
@@ -356,6 +363,12 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
 
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
     check_teacher(training_args, hidden, num_layers)
+    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache)
+    if training_args.task_weight == 0 and training_args.method != "mipic" and not has_teacher:
+        raise RecipeError(
+            f"loss.task_weight 0 leaves method {training_args.method} nothing to learn from; set a teacher "
+            "(teacher.teacher_model) or a task_weight > 0"
+        )
     unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
     if unknown:
         raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")

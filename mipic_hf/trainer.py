@@ -51,6 +51,13 @@ class MIPICTrainingArguments(TrainingArguments):
     )
     temperature: float | None = field(default=None, metadata={"help": "tau of the InfoNCE task losses (preset: 0.05)."})
     cosent_scale: float = field(default=20.0, metadata={"help": "Scale (1 / tau) of the CoSENT cosines."})
+    task_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the task loss, every method (>= 0). 0 with a teacher: the teacher is the only "
+            "signal, so unlabelled sentences suffice (recipes/matryoshkafy.yaml)."
+        },
+    )
     alpha: float | None = field(
         default=None,
         metadata={
@@ -321,7 +328,8 @@ class MIPICTrainer(Trainer):
     # ----- loss -------------------------------------------------------------------------------------
     def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
         """One encoder forward per text column (the single column twice for SimCSE)."""
-        columns = features * 2 if self.task_loss == "simcse" else features
+        task_weight = getattr(getattr(self.objective, "task", None), "weight", 1.0)
+        columns = features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
         need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
         need_hidden = need_hidden or (self.teacher is not None and bool(self.args.teacher_layers))
         inner = _matryoshka_model(model)

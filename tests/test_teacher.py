@@ -194,3 +194,25 @@ def test_teacher_at_every_exit_layer_matches_a_slow_reference(method: str, token
             expected += [_slow_relation_kl(student, teacher, d, 0.2) for d in (8, 64)]
     assert got == pytest.approx(sum(expected) / len(expected), rel=1e-4)
     assert min(expected) > 1e-4 and expected[0] != pytest.approx(expected[2], rel=1e-3)  # the layers differ
+
+
+def test_teacher_as_the_only_signal_on_unlabelled_sentences(tiny_backbone: str, tmp_path: Path, capsys) -> None:
+    """task_weight 0 + a teacher (recipes/matryoshkafy.yaml): one view per step, the task term logged as 0, the
+    student still trains; without a teacher the plan refuses, naming the field, before any work."""
+    data = tmp_path / "sentences.txt"
+    data.write_text("\n".join(f"sentence number {i} about {w}" for i, w in enumerate("cat dog sun sky car" * 4)))
+    base = [
+        *("--backbone", tiny_backbone, "--train_data", str(data), "--method", "mrl", "--task_weight", "0"),
+        *("--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_tasks", "none", "--report_to", "none"),
+        *("--save_strategy", "no", "--use_cpu", "true", "--export_model", "false", "--logging_steps", "1"),
+    ]
+    out = tmp_path / "run"
+    assert main([*base, "--output_dir", str(out / "bad")]) == 2
+    assert "loss.task_weight 0 leaves method mrl nothing to learn from" in capsys.readouterr().err
+    assert not (out / "bad").exists()
+    assert main([*base, "--output_dir", str(out / "ok"), "--teacher_model", "initial"]) == 0
+    assert "task loss simcse x0 (off)" in capsys.readouterr().out
+    trained = MatryoshkaModel.from_pretrained(out / "ok")
+    start = MatryoshkaModel.from_backbone(tiny_backbone)
+    changed = [n for n, p in trained.backbone.named_parameters() if not torch.equal(p, start.backbone.get_parameter(n))]
+    assert changed, "the teacher term alone trains the student"

@@ -82,7 +82,7 @@ class MatryoshkaTaskLoss(nn.Module):
 
     Inputs: ``pooled``, a list of full-width pooled vectors (B, D), one per text column (for ``simcse`` the
     two dropout views); ``labels`` (B,) float scores for ``cosent``, int classes for ``classification``.
-    Output: ``{"mrl": sum_d w_d * loss_d}``.
+    Output: ``{"mrl": weight * sum_d w_d * loss_d}`` (``weight``: ``task_weight``; 0 skips the computation).
     """
 
     def __init__(
@@ -95,8 +95,12 @@ class MatryoshkaTaskLoss(nn.Module):
         hidden_size: int | None = None,
         num_labels: int | None = None,
         gather_across_devices: bool = False,
+        weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not weight >= 0:  # NaN fails too
+            raise ValueError(f"task_weight must be >= 0, got {weight}")
+        self.weight = float(weight)
         if task not in TASKS:
             raise ValueError(f"task_loss must be one of {', '.join(TASKS)}, got {task!r}")
         if dim_weights is not None and len(dim_weights) != len(dims):
@@ -141,6 +145,8 @@ class MatryoshkaTaskLoss(nn.Module):
         self, pooled: list[torch.Tensor], labels: torch.Tensor | None = None, dims: list[int] | None = None
     ) -> dict[str, torch.Tensor]:
         dims = self.dims if dims is None else dims
+        if not self.weight:  # task_weight 0: no task loss (e.g. a teacher as the only signal)
+            return {"mrl": pooled[0].new_zeros((), dtype=torch.float32)}
         weights = dict(zip(self.dims, self.dim_weights, strict=True))
         offset = 0
         if self.gather_across_devices and self.task in ("simcse", "mnrl"):
@@ -148,7 +154,7 @@ class MatryoshkaTaskLoss(nn.Module):
             pooled = [pooled[0], *(z for z, _ in gathered)]
             offset = gathered[0][1]
         total = sum(weights.get(d, 1.0) * self.loss_at(pooled, labels, d, offset) for d in dims)
-        return {"mrl": total}
+        return {"mrl": self.weight * total}
 
     def at_exits(
         self, encoded: list[EncodedText], labels: torch.Tensor | None, pairs: list[tuple[int, int]]
