@@ -134,6 +134,14 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "t_pic_mean": [*MIPIC, "default", *TEACHER_PICK, "--pic_aggregation", "mean"],
     # the teacher's relational term at every evaluated exit (teacher_layers), where early exits are lost
     "t_teacher_exits": [*MIPIC, "default", *TEACHER_PICK, "--teacher_layers", "{layers}"],
+    # issue 14, protocol B (SNLI / MNRL) with the output rotation and the teacher at every exit
+    "snli_t_rot_before": {
+        "recipe": "quickstart.yaml",
+        "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
+    },
+    # issue 14, no labels (recipes/matryoshkafy.yaml): the frozen teacher as the only signal, rotation first
+    "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": []},
+    "nolabel_teacher_no_rotation": {"recipe": "matryoshkafy.yaml", "args": ["--output_rotation", "none"]},
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": "quickstart.yaml",
