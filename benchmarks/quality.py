@@ -134,6 +134,20 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "t_pic_mean": [*MIPIC, "default", *TEACHER_PICK, "--pic_aggregation", "mean"],
     # the teacher's relational term at every evaluated exit (teacher_layers), where early exits are lost
     "t_teacher_exits": [*MIPIC, "default", *TEACHER_PICK, "--teacher_layers", "{layers}"],
+    # issue 14: the objective the authors' notebook trains (preset `authors`) and the control the paper lacks,
+    # MRL with the same 0.6 task weight and clipping at 1.0 (every run here clips at max_grad_norm 1.0), on the
+    # CoSENT protocol and on the paper's SimCSE protocol; the notebook's MRL baseline: tau 0.07, no clipping
+    "authors": [*MIPIC, "authors"],
+    "ctrl_mrl_w06": ["--method", "mrl", "--task_weight", "0.6"],
+    "simcse_mipic_authors": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "authors"]},
+    "simcse_ctrl_mrl_w06": {
+        "recipe": "minilm-simcse.yaml",
+        "args": ["--method", "mrl", "--task_weight", "0.6", "--temperature", "0.07"],
+    },
+    "simcse_mrl_authors": {
+        "recipe": "minilm-simcse.yaml",
+        "args": ["--method", "mrl", "--temperature", "0.07", "--max_grad_norm", "0"],
+    },
     # issue 14, protocol B (SNLI / MNRL) with the output rotation and the teacher at every exit
     "snli_t_rot_before": {
         "recipe": "quickstart.yaml",

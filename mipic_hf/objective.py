@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from .losses.matryoshka import TASKS, MatryoshkaTaskLoss
-from .losses.mipic import PAPER_LADDERS, PRESETS, MIPICLoss, paper_alpha
+from .losses.mipic import PAPER_LADDERS, PRESETS, MIPICLoss, authors_layout, paper_alpha
 from .losses.mrl import MRLLoss
 from .losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
 from .losses.sia import SIALoss, default_gammas
@@ -61,6 +61,8 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             kl_temperature=args.twodmse_kl_temperature,
         )
     paper_layers, paper_ladder = PAPER_LADDERS.get((hidden, num_layers, bool(config.is_causal)), (None, None))
+    if args.preset == "authors":
+        paper_layers, paper_ladder = authors_layout(hidden, num_layers)
     if args.pic_ladder is not None:
         ladder = parse_ladder(args.pic_ladder)
     else:
@@ -95,6 +97,8 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
             cka_weight=settings["sia_cka_weight"],
             k_min=settings["sia_k_min"],
             lift_init=settings["sia_lift_init"],
+            topk_rank=settings["sia_topk_rank"],
+            k_rule=settings["sia_k_rule"],
             gammas=args.sia_gammas
             if args.sia_gammas is not None
             else default_gammas(len(prefix_dims), settings["sia_gamma_start"], settings["sia_gamma_step"]),

@@ -34,7 +34,8 @@ class MIPICTrainingArguments(TrainingArguments):
         default="mipic", metadata={"help": "Objective: mipic | mrl | 2dmse | starbucks | none (full width only)."}
     )
     preset: str = field(
-        default="default", metadata={"help": "MIPIC settings preset: default | paper (docs/method.md, Presets)."}
+        default="default",
+        metadata={"help": "MIPIC settings preset: default | paper | authors (docs/method.md, Presets)."},
     )
     task_loss: str = field(
         default="auto",
@@ -93,6 +94,17 @@ class MIPICTrainingArguments(TrainingArguments):
             "help": "Initial lift P: identity (the slice [I 0], the prefix lifted to itself; preset) | random "
             "(nn.Linear's default init, as the authors' code)."
         },
+    )
+    sia_topk_rank: str | None = field(
+        default=None,
+        metadata={
+            "help": "Rank tokens for the CKA top-k by the teacher distribution (teacher; preset) or by each "
+            "prefix's lifted scores (lifted, the authors' code)."
+        },
+    )
+    sia_k_rule: str | None = field(
+        default=None,
+        metadata={"help": "Top-k size: fraction (ceil(gamma m); preset) | width (max(k_min, 64 d / D), authors)."},
     )
     pic_aggregation: str | None = field(
         default=None, metadata={"help": "Over the PIC links: sum (paper; preset) | mean (as SIA's mean)."}

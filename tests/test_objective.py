@@ -89,3 +89,36 @@ def test_methods(tmp_path) -> None:
         build_objective(args(tmp_path, method="starbucks", starbucks_pairs=["32:2", "16:12"]), config, "cosent")
     with pytest.raises(ValueError, match="twodmse_layer_weighting"):
         build_objective(args(tmp_path, method="2dmse", twodmse_layer_weighting="exp"), config, "cosent")
+
+
+def test_authors_preset_is_the_notebook_objective(tmp_path) -> None:
+    """preset authors: 0.6 x task + 0.4 x (0.4 x CKA + 0.2 x chain), attention KL off, lifts random and ranking
+    the tokens, k = max(8, 64 d / D), chain averaged at tau 0.07, SIA at hidden_states 8 and 10 (bert-base)."""
+    import torch
+
+    from mipic_hf.losses.base import EncodedText
+    from mipic_hf.modeling_mipic import pool
+
+    objective = build_objective(args(tmp_path, preset="authors"), bert_base(), "simcse")
+    assert objective.alpha == 0.6 and objective.pic_weight == 0.2 and objective.pic_task_weight == 0.0
+    assert objective.sia.layers == [8, 10] and objective.pic.ladder == [(16, 3), (128, 7), (768, 12)]
+    assert objective.sia.attention_weight == 0.0 and objective.sia.cka_weight == 0.4
+    assert objective.sia.topk_rank == "lifted" and objective.sia.keep_rule == [8, 8, 8, 10, 21, 42]
+    assert objective.pic.aggregation == "mean" and objective.pic.temperature == 0.07
+    assert objective.task.temperature == 0.07 and objective.sia.aggregation == "mean"
+    assert not torch.equal(objective.sia.lifts["layer8_dim16"].weight, torch.eye(16, 768))  # random lifts
+
+    # The whole loss is that sum of its logged parts (one tiny forward's worth of random states).
+    tiny = MatryoshkaConfig(text_config=BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2))
+    objective = build_objective(args(tmp_path, preset="authors"), tiny, "simcse")
+    torch.manual_seed(0)
+    mask = torch.ones(6, 9, dtype=torch.long)
+    mask[0, 5:] = 0
+    views = []
+    for _ in range(2):
+        states = tuple(torch.randn(6, 9, 64) for _ in range(3))
+        views.append(EncodedText(states[-1], mask, lambda h, m: pool(h, m, "cls"), states))
+    out = objective(views)
+    assert out["sia_att"].item() == 0.0 and out["sia_cka"].item() > 0 and out["pic"].item() > 0
+    expected = 0.6 * out["mrl"] + 0.4 * (out["sia_cka"] + 0.2 * out["pic"])
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)

@@ -11,7 +11,7 @@ from test_cka import slow_cka
 
 from mipic_hf.losses.base import EncodedText
 from mipic_hf.losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
-from mipic_hf.losses.sia import SIALoss, topk_token_masks
+from mipic_hf.losses.sia import SIALoss, topk_token_masks, width_counts
 from mipic_hf.modeling_mipic import pool
 
 D, LAYERS = 16, 3
@@ -63,8 +63,12 @@ def slow_sia(sia: SIALoss, encoded: EncodedText) -> tuple[float, float]:
                     att_b.append(float((a_s * (a_s.log() - a_t.log())).sum()))
                 else:
                     att_b.append(float((a_t * (a_t.log() - a_s.log())).sum()))
-                k = min(m, max(sia.k_min, math.ceil(sia.gammas[i] * m - 1e-6)))
-                top = torch.argsort(s_t, descending=True, stable=True)[:k]
+                if sia.k_rule == "width":
+                    k = min(m, max(sia.k_min, 64 * d // D))
+                else:
+                    k = min(m, max(sia.k_min, math.ceil(sia.gammas[i] * m - 1e-6)))
+                ranking = s_t if sia.topk_rank == "teacher" else s_s
+                top = torch.argsort(ranking, descending=True, stable=True)[:k]
                 x, y = h[top, :d], h[top]
                 cka_b.append(1.0 - (slow_cka(x, y) if k > 1 else 0.0))
             att_terms.append(sum(att_b) / len(att_b))
@@ -87,6 +91,9 @@ def perturb_lifts(sia: SIALoss, seed: int = 3) -> None:
         {},
         {"attention_temperature": 1.0, "aggregation": "mean", "kl_direction": "teacher_student"},
         {"attention_temperature": 0.5, "k_min": 2, "attention_weight": 0.3, "cka_weight": 2.0},
+        # the authors' code: tokens ranked by each prefix's lifted (random, untrained) scores
+        {"topk_rank": "lifted", "k_min": 2, "lift_init": "random", "aggregation": "mean", "attention_weight": 0.0},
+        {"topk_rank": "lifted", "k_rule": "width", "k_min": 2},
     ],
 )
 def test_sia_matches_slow_reference(options: dict) -> None:
@@ -233,3 +240,16 @@ def test_pic_mean_aggregation_is_the_slow_reference_over_the_links() -> None:
     assert summed(encoded)["pic"].item() == pytest.approx(slow_pic(summed, encoded), rel=1e-4)
     with pytest.raises(ValueError, match="pic_aggregation"):
         PICLoss(ladder, aggregation="max")
+
+
+def test_width_k_rule_counts_as_the_authors_code() -> None:
+    """k = max(8, int(64 d / 768)) for bert-base's prefixes 16 ... 512: 8, 8, 8, 10, 21, 42."""
+    assert width_counts([16, 32, 64, 128, 256, 512], 768, 8) == [8, 8, 8, 10, 21, 42]
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True, True, False]])
+    sets = topk_token_masks(scores, mask, [2, 9], k_min=1)  # ints: fixed counts, capped by the length (5)
+    assert sets.sum(-1).tolist() == [[2], [5]]
+    with pytest.raises(ValueError, match="sia_k_rule must be one of fraction, width"):
+        SIALoss(D, [4, 8], [1], k_rule="tokens")
+    with pytest.raises(ValueError, match="sia_topk_rank must be one of teacher, lifted"):
+        SIALoss(D, [4, 8], [1], topk_rank="random")

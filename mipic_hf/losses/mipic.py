@@ -35,6 +35,8 @@ PAPER_PRESET: dict[str, object] = {
     "pic_temperature": 0.05,
     "pic_task_weight": 0.0,  # not in the paper: the task loss at the ladder's lower rungs too
     "sia_lift_init": "identity",  # the paper does not say; the authors' code initialises P at random
+    "sia_topk_rank": "teacher",
+    "sia_k_rule": "fraction",
     "pic_aggregation": "sum",
     "aux_lr_multiplier": 2.0,
     "alpha": None,  # the paper's per backbone: paper_alpha
@@ -50,7 +52,36 @@ DEFAULT_PRESET: dict[str, object] = {
     "sia_aggregation": "mean",
     "pic_task_weight": 1.0,
 }
-PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_PRESET, "default": DEFAULT_PRESET}
+# `authors`: what the authors' public BERT notebook trains (docs/method.md, "What the authors' notebooks
+# train"): 0.6 x task + 0.4 x (0.4 x CKA + 0.2 x chain), the attention KL zeroed, tokens ranked by random
+# never-trained lifts, k = max(8, 64 d / D), CKA and chain averaged, tau 0.07; layers from authors_layout.
+AUTHORS_PRESET: dict[str, object] = {
+    **PAPER_PRESET,
+    "temperature": 0.07,
+    "sia_attention_weight": 0.0,
+    "sia_cka_weight": 0.4,
+    "sia_aggregation": "mean",
+    "sia_lift_init": "random",
+    "sia_topk_rank": "lifted",
+    "sia_k_rule": "width",
+    "pic_weight": 0.2,
+    "pic_temperature": 0.07,
+    "pic_aggregation": "mean",
+    "alpha": 0.6,
+}
+PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_PRESET, "default": DEFAULT_PRESET, "authors": AUTHORS_PRESET}
+
+
+def authors_layout(hidden_size: int, num_layers: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """The authors' SIA layers and chain, scaled from bert-base's (SIA at hidden_states 8 and 10 of 12; chain
+    (16, 3) -> (128, 7) -> (768, 11)) to ``num_layers``; the chain ends at the last layer, which the ladder
+    requires (on bert-base: layer 12 instead of the notebook's 11)."""
+    sia_layers = sorted({max(1, round(num_layers * k / 12)) for k in (8, 10)})
+    dims = [d for d in (16, 128) if d < hidden_size] + [hidden_size]
+    depths = [max(1, round(num_layers * k / 12)) for k in (3, 7)][: len(dims) - 1] + [num_layers]
+    ladder = [(d, layer) for d, layer in zip(dims, depths, strict=True)]
+    return sia_layers, ladder
+
 
 # the paper's settings table (docs/method.md, Presets): SIA layers and PIC ladder (dim, layer) per backbone, keyed by
 # (hidden size, number of layers, decoder?). Used by the presets when the model matches a row and no

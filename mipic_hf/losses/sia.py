@@ -31,11 +31,18 @@ from .cka import center_gram, cka_from_centered_grams
 KL_DIRECTIONS = ("student_teacher", "teacher_student")
 AGGREGATIONS = ("sum", "mean")
 LIFT_INITS = ("identity", "random")
+TOPK_RANKS = ("teacher", "lifted")
+K_RULES = ("fraction", "width")
 
 
 def default_gammas(num_prefixes: int, start: float = 0.2, step: float = 0.1) -> list[float]:
     """The paper's fraction of kept tokens per prefix: 0.2, 0.3, ... (capped at 1)."""
     return [min(1.0, round(start + step * i, 6)) for i in range(num_prefixes)]
+
+
+def width_counts(prefix_dims: list[int], hidden_size: int, k_min: int, tokens_at_full_width: int = 64) -> list[int]:
+    """``sia_k_rule: width`` (the authors' code): k_i = max(k_min, floor(64 d_i / D)) tokens per prefix."""
+    return [max(k_min, tokens_at_full_width * d // hidden_size) for d in prefix_dims]
 
 
 def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: list[float], k_min: int) -> torch.Tensor:
@@ -44,7 +51,7 @@ def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: l
     Args:
         teacher_scores: (B, m) teacher attention scores (higher = kept first); padding is ignored.
         mask: (B, m) bool, real tokens.
-        gammas: kept fraction per prefix, non-decreasing.
+        gammas: per prefix, the kept fraction (a float) or a fixed count (an int, ``sia_k_rule: width``).
         k_min: at least this many tokens (capped by the sentence length).
 
     Returns:
@@ -56,7 +63,10 @@ def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: l
     lengths = mask.sum(-1)  # (B,)
     out = []
     for gamma in gammas:
-        k = torch.ceil(gamma * lengths.float() - 1e-6).long().clamp(min=k_min)
+        if isinstance(gamma, int):  # a fixed count (sia_k_rule: width)
+            k = torch.full_like(lengths, gamma).clamp(min=k_min)
+        else:  # a fraction of the sentence's own length
+            k = torch.ceil(gamma * lengths.float() - 1e-6).long().clamp(min=k_min)
         k = torch.minimum(k, lengths)
         out.append((ranks < k[:, None]) & mask)
     return torch.stack(out)
@@ -81,6 +91,10 @@ class SIALoss(nn.Module):
         attention_weight, cka_weight: weights of the two terms.
         k_min, gammas: top-k schedule (default gammas 0.2, 0.3, ... per prefix).
         lift_init: ``identity`` (P = [I 0], the prefix lifted to itself) or ``random`` (nn.Linear's init).
+        topk_rank: rank the tokens for CKA by the ``teacher`` distribution (paper) or by each prefix's ``lifted``
+            student scores (the authors' code, where the lifts are random and never trained).
+        k_rule: ``fraction`` (k = ceil(gamma_i m), paper) or ``width`` (k = max(k_min, floor(64 d_i / D)),
+            the authors' code); both at least k_min and at most the sentence's length.
     """
 
     def __init__(
@@ -97,8 +111,14 @@ class SIALoss(nn.Module):
         k_min: int = 8,
         gammas: list[float] | None = None,
         lift_init: str = "identity",
+        topk_rank: str = "teacher",
+        k_rule: str = "fraction",
     ) -> None:
         super().__init__()
+        if topk_rank not in TOPK_RANKS:
+            raise ValueError(f"sia_topk_rank must be one of {', '.join(TOPK_RANKS)}, got {topk_rank!r}")
+        if k_rule not in K_RULES:
+            raise ValueError(f"sia_k_rule must be one of {', '.join(K_RULES)}, got {k_rule!r}")
         if lift_init not in LIFT_INITS:
             raise ValueError(f"sia_lift_init must be one of {', '.join(LIFT_INITS)}, got {lift_init!r}")
         if kl_direction not in KL_DIRECTIONS:
@@ -125,6 +145,10 @@ class SIALoss(nn.Module):
         self.cka_weight = cka_weight
         self.k_min = k_min
         self.gammas = gammas
+        self.topk_rank = topk_rank
+        self.k_rule = k_rule
+        # per prefix: a fraction of the sentence (float, fraction) or a fixed count (int, width)
+        self.keep_rule = gammas if k_rule == "fraction" else width_counts(prefix_dims, hidden_size, k_min)
         # P_{l,i}: applied to q (<q, P^T h> = <P q, h>), so nothing is lifted per token.
         self.lifts = nn.ModuleDict()
         for layer in self.layers:
@@ -181,7 +205,8 @@ class SIALoss(nn.Module):
 
         teacher_scores = torch.einsum("bd,bmd->bm", q_teacher, h_teacher) / scale
         log_teacher = F.log_softmax(teacher_scores.masked_fill(~mask, NEG_INF), dim=-1)
-        keep = topk_token_masks(teacher_scores, mask, self.gammas, self.k_min)  # (P, B, m)
+        if self.topk_rank == "teacher":
+            keep = topk_token_masks(teacher_scores, mask, self.keep_rule, self.k_min)  # (P, B, m), nested sets
 
         # Student attention: <P q, H[:d]> = <pad_D(P q), H>, all prefixes in one einsum.
         lifted = torch.stack(
@@ -189,6 +214,10 @@ class SIALoss(nn.Module):
         )  # (P, B, D)
         student_scores = torch.einsum("pbd,bmd->pbm", lifted, h) / scale
         log_student = F.log_softmax(student_scores.masked_fill(~mask, NEG_INF), dim=-1)
+        if self.topk_rank == "lifted":  # each prefix's tokens ranked by its own lifted scores (authors' code)
+            keep = torch.stack(
+                [topk_token_masks(student_scores[i], mask, [g], self.k_min)[0] for i, g in enumerate(self.keep_rule)]
+            )
         if self.kl_direction == "student_teacher":
             kl = _kl(log_student, log_teacher.expand_as(log_student), fmask)
         else:
