@@ -390,16 +390,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
                     chunks[layer].append(self.embed(out.hidden_states[layer], features["attention_mask"], dimension))
         finally:
             self.train(was_training)
-        result = {}
-        for layer, parts in chunks.items():
-            if parts:
-                stacked = torch.cat(parts)
-                embeddings = torch.empty_like(stacked)
-                embeddings[torch.tensor(order, device=stacked.device)] = stacked
-            else:
-                embeddings = torch.empty(0, dimension)
-            result[layer] = embeddings[0] if single else embeddings
-        return result
+        return {layer: _unsort(parts, order, dimension, single) for layer, parts in chunks.items()}
 
     def _default_tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -503,6 +494,16 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         model = cls(config, backbone=backbone)
         model.config.name_or_path = str(pretrained_model_name_or_path)
         return model
+
+
+def _unsort(parts: list[torch.Tensor], order: list[int], dimension: int, single: bool) -> torch.Tensor:
+    """Batches encoded in ``order`` (longest first) back in the caller's order; one row for a single text."""
+    if not parts:
+        return torch.empty(0, dimension)
+    stacked = torch.cat(parts)
+    embeddings = torch.empty_like(stacked)
+    embeddings[torch.tensor(order, device=stacked.device)] = stacked
+    return embeddings[0] if single else embeddings
 
 
 def _backbone_init_kwargs(text_config: Any) -> dict[str, Any]:
