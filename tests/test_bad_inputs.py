@@ -113,6 +113,18 @@ CASES = [
         "method must be one of mipic, mrl, 2dmse, starbucks, none, got 'simcse'",
     ),
     ("unknown eval task", ["--eval_tasks", "stsbb"], "eval.eval_tasks: unknown ['stsbb']; known:"),
+    # issue 14's switches
+    ("negative task weight", ["--task_weight", "-1"], "loss.task_weight must be >= 0, got -1.0"),
+    ("NaN task weight", ["--task_weight", "nan"], "loss.task_weight must be >= 0, got nan"),
+    (
+        "teacher layer above the model",
+        ["--teacher_model", "initial", "--teacher_layers", "1", "3"],
+        "teacher.teacher_layers must lie in 1..2 (num_hidden_layers), got [3]",
+    ),
+    ("unknown k rule", ["--sia_k_rule", "tokens"], "loss.sia_k_rule must be one of fraction, width, got 'tokens'"),
+    ("unknown lift init", ["--sia_lift_init", "zeros"], "loss.sia_lift_init must be one of identity, random"),
+    ("unknown PIC aggregation", ["--pic_aggregation", "max"], "loss.pic_aggregation must be one of sum, mean"),
+    ("unknown preset", ["--preset", "paperish"], "preset must be one of paper, default, authors, got 'paperish'"),
 ]
 
 

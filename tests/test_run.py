@@ -247,11 +247,16 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
             "200",
             "--per_device_train_batch_size",
             "16",
+            "--rotation_max_texts",
+            "1000",
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out) in printed
+    # The summary puts the starting model's score beside the trained one at every dim.
+    lines = [line for line in printed.splitlines() if line.lstrip().startswith("d=")]
+    assert len(lines) == 7 and all("; base " in line for line in lines)
     assert (out / "model.safetensors").is_file() and (out / "modeling_mipic.py").is_file()
     eval_dir = out / "eval"
     assert (eval_dir / "eval_results.json").is_file() and (eval_dir / "eval_results.md").is_file()
