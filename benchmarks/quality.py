@@ -8,7 +8,7 @@
 Protocol (the same work for every method): 1 epoch of STS-B train with the CoSENT task loss, batch 32,
 lr 2e-5, 10% warm-up, training max length 64 (evaluation at the model's 256), dims 384..8, exit layers 2, 4,
 6. ``--split test`` scores STS-B test and STS12; ``--split validation`` scores STS-B dev only and is the one
-to choose settings on. Our methods run through ``python -m mipic_hf.run recipes/quickstart.yaml`` with
+to choose settings on. Our methods run through ``python -m mipic_hf.run benchmarks/protocol_stsb.yaml`` with
 overrides; the sentence-transformers peers (``st_matryoshka``, ``st_matryoshka2d``, the ``bench`` extra)
 through their own trainer and losses; every model is scored by the same ``evaluate_grid``. A run whose
 ``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/`` (not committed); each run's
@@ -43,6 +43,9 @@ RUNS = ROOT / "benchmarks" / "runs" / "quality"
 RESULTS = ROOT / "benchmarks" / "results" / "quality"
 DIMS = [8, 16, 32, 64, 128, 256, 384]  # MiniLM's grid (the report's columns)
 LAYERS = [2, 4, 6]
+# The protocol every row of ours starts from (MIPIC `default` on MiniLM, STS-B CoSENT, no teacher, no rotation):
+# kept here, apart from recipes/quickstart.yaml, so a change to the quickstart never changes a benchmark row.
+PROTOCOL = "benchmarks/protocol_stsb.yaml"
 
 # name -> extra command-line overrides for mipic_hf.run (None: not trained; "st:...": a peer; a dict: another
 # recipe plus overrides).
@@ -116,10 +119,10 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "tcand_mipic_w10_cka": [*MIPIC, "default", *TEACHER_ARGS, "--teacher_cka_weight", "1"],
     # issue 8's second protocol: MNRL on SNLI (premise, entailment, contradiction) triplets, the same evaluation
     "snli_st_matryoshka": "st:MatryoshkaLoss:snli",  # the peer: sentence-transformers' MatryoshkaLoss(MNRL)
-    "snli_mrl": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl"]},
-    "snli_mrl_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
-    "snli_mipic_default": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default"]},
-    "snli_mipic_teacher": {"recipe": "quickstart.yaml", "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
+    "snli_mrl": {"recipe": PROTOCOL, "args": [*SNLI, "--method", "mrl"]},
+    "snli_mrl_teacher": {"recipe": PROTOCOL, "args": [*SNLI, "--method", "mrl", *TEACHER_PICK]},
+    "snli_mipic_default": {"recipe": PROTOCOL, "args": [*SNLI, *MIPIC, "default"]},
+    "snli_mipic_teacher": {"recipe": PROTOCOL, "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
     # issue 14, term ablations of the best recipe so far (`default` + the initial teacher), on STS-B dev: a term
     # stays in `default` only if removing it costs >= TERM_MIN_GAIN on the dev aggregate (term_gains)
     "t_abl_no_sia": [*MIPIC, "default", *TEACHER_PICK, "--sia_attention_weight", "0", "--sia_cka_weight", "0"],
@@ -150,7 +153,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     },
     # issue 14, protocol B (SNLI / MNRL) with the output rotation and the teacher at every exit
     "snli_t_rot_before": {
-        "recipe": "quickstart.yaml",
+        "recipe": PROTOCOL,
         "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
     },
     # issue 14, no labels (recipes/matryoshkafy.yaml): the frozen teacher as the only signal, rotation first
@@ -158,7 +161,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "nolabel_teacher_no_rotation": {"recipe": "matryoshkafy.yaml", "args": ["--output_rotation", "none"]},
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
-        "recipe": "quickstart.yaml",
+        "recipe": PROTOCOL,
         "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--teacher_weight", "50"],
     },
 }
@@ -266,7 +269,7 @@ def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
 def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
     from mipic_hf.run import main
 
-    recipe, overrides = ("quickstart.yaml", spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
+    recipe, overrides = (PROTOCOL, spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
     dims, layers = shape(model)
     overrides = [o.replace("{data}", os.environ.get("MIPIC_DATA_DIR", "../shared/data")) for o in overrides]
     if "{layers}" in overrides:  # the grid's exit layers
@@ -277,7 +280,7 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         at = overrides.index("{exits}")
         overrides = [*overrides[:at], *rungs, *overrides[at + 1 :]]
     argv = [
-        str(ROOT / "recipes" / recipe),
+        str(ROOT / recipe if recipe == PROTOCOL else ROOT / "recipes" / recipe),
         *overrides,
         "--backbone",
         model,
@@ -305,7 +308,7 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         "--eval_base",  # the untrained row scores the base once
         "false",
     ]
-    if recipe == "quickstart.yaml":  # the benchmark's protocol, whatever the quickstart's defaults become
+    if recipe == PROTOCOL:  # the benchmark's protocol, whatever the recipe's training defaults
         argv += ["--per_device_train_batch_size", "32", "--warmup_steps", "0.1", "--train_max_length", "64"]
         if "--learning_rate" not in overrides:
             argv += ["--learning_rate", "2e-5"]
