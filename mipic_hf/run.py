@@ -305,8 +305,6 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         )
     if model_args.rotation_max_texts < 2:
         raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
-    if model_args.output_rotation != "none" and export_args.adapter_only:
-        raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
     if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
@@ -401,6 +399,8 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
             raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
     elif export_args.adapter_only:
         raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
+    if model_args.output_rotation != "none" and export_args.adapter_only:
+        raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
     out = Path(training_args.output_dir)
     resuming = bool(training_args.resume_from_checkpoint)
     if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:
