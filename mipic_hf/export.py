@@ -60,13 +60,14 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
     if not config_path.is_file():
         raise ExportError(f"RUN_DIR '{run}' has no config.json: pass the output_dir of a mipic_hf.run run")
     try:
-        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ExportError(f"RUN_DIR '{run}': config.json is not valid JSON ({err})") from None
+    model_type = config.get("model_type")
     if model_type != "mipic_matryoshka":
         raise ExportError(f"RUN_DIR '{run}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
     if adapter_only:
-        if json.loads(config_path.read_text(encoding="utf-8")).get("output_rotation"):
+        if config.get("output_rotation"):
             raise ExportError(
                 f"--adapter_only: RUN_DIR '{run}' has an output rotation, which only merged weights carry; "
                 "export without --adapter_only"
