@@ -58,11 +58,12 @@ class ModelArguments:
         default=None, metadata={"help": "Truncation length for training and encoding (default: the backbone's)."}
     )
     output_rotation: str = field(
-        default="none",
+        default="auto",
         metadata={
-            "help": "none | before | after: fit a centring + PCA rotation of the pooled vector on the training "
-            "sentences (never on evaluation text) before training (training refines the encoder under it) or "
-            "after; stored in the checkpoint and applied in forward, encode, ONNX and sentence-transformers."
+            "help": "auto | none | before | after: fit a centring + PCA rotation of the pooled vector on the "
+            "training sentences (never on evaluation text) before training (training refines the encoder under "
+            "it) or after; stored in the checkpoint and applied in forward, encode, ONNX and "
+            "sentence-transformers. auto = before (chosen on STS-B dev), none with export.adapter_only."
         },
     )
     rotation_max_texts: int = field(

@@ -5,7 +5,9 @@ before any rotation the model already holds), and stores ``mean`` and the eigenv
 largest variance first, as the model's :class:`~mipic_hf.modeling_mipic.OutputRotation`. A prefix of d
 coordinates then keeps the d directions of largest variance (PCA truncation), and full-width cosine changes
 only by the centring. ``python -m mipic_hf.run`` fits it on the training sentences (never on evaluation text)
-before training, after training, or not at all (``model.output_rotation``: before | after | none).
+before training, after training, or not at all (``model.output_rotation``: before | after | none; ``auto``,
+the default, is ``before`` (chosen on STS-B dev, benchmarks/RESULTS.md), or ``none`` for an adapter-only
+export, which cannot carry it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import torch
 
 from .modeling_mipic import pool
 
-ROTATION_CHOICES = ("none", "before", "after")
+ROTATION_CHOICES = ("auto", "none", "before", "after")
+AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality.py)
+
+
+def resolve_rotation(choice: str, adapter_only: bool) -> str:
+    """``model.output_rotation`` as the run applies it: ``auto`` is :data:`AUTO_ROTATION`, or ``none`` when only
+    LoRA adapters are exported (an adapter cannot carry the rotation)."""
+    if choice != "auto":
+        return choice
+    return "none" if adapter_only else AUTO_ROTATION
 
 
 def training_texts(dataset: Any, columns: Iterable[str], limit: int | None = None, seed: int = 0) -> list[str]:

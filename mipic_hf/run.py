@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .losses.mipic import MIPICLoss
 from .recipe import (
     MINILM_PACKAGE,
     DataArguments,
@@ -33,7 +34,7 @@ from .recipe import (
     offline,
     parse_recipe,
 )
-from .rotation import ROTATION_CHOICES
+from .rotation import ROTATION_CHOICES, resolve_rotation
 from .trainer import MIPICTrainingArguments, NonFiniteLossError, infer_task
 
 KIND_TO_TASK = {
@@ -99,14 +100,17 @@ class Plan:
         def rungs(pairs: list[tuple[int, int]]) -> str:
             return " ".join(f"({dim},{layer})" for dim, layer in pairs)
 
-        if getattr(obj, "pic", None) is not None:
-            task_at_rungs = f", task loss at lower rungs x{obj.pic_task_weight:g}" if obj.pic_task_weight else ""
-            lines.append(f"  ladder     {rungs(obj.pic.ladder)}{task_at_rungs}")
-        if getattr(obj, "sia", None) is not None:
-            lines.append(
-                f"  SIA        layers {obj.sia.layers}, prefixes {obj.sia.prefix_dims}, "
-                f"tau_att {obj.sia.attention_temperature}, alpha {obj.alpha}"
-            )
+        if isinstance(obj, MIPICLoss):
+            uses = ["PIC"] if obj.pic is not None else []
+            uses += [f"task loss at lower rungs x{obj.pic_task_weight:g}"] if obj.pic_task_weight else []
+            lines.append(f"  ladder     {rungs(obj.ladder)}: {', '.join(uses) or 'unused'}")
+            if obj.sia is not None:
+                lines.append(
+                    f"  SIA        layers {obj.sia.layers}, prefixes {obj.sia.prefix_dims}, "
+                    f"tau_att {obj.sia.attention_temperature}, alpha {obj.alpha}"
+                )
+            else:
+                lines.append(f"  SIA        off, alpha {obj.alpha}")
         if hasattr(obj, "pairs"):
             lines.append(f"  diagonal   {rungs(obj.pairs)}")
         if t.teacher_model or t.teacher_cache:
@@ -399,8 +403,9 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
             raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
     elif export_args.adapter_only:
         raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
-    if model_args.output_rotation != "none" and export_args.adapter_only:
+    if model_args.output_rotation in ("before", "after") and export_args.adapter_only:
         raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
+    model_args.output_rotation = resolve_rotation(model_args.output_rotation, export_args.adapter_only)
     out = Path(training_args.output_dir)
     resuming = bool(training_args.resume_from_checkpoint)
     if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:

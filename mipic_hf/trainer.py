@@ -35,7 +35,7 @@ class MIPICTrainingArguments(TrainingArguments):
     )
     preset: str = field(
         default="default",
-        metadata={"help": "MIPIC settings preset: default | paper | authors (docs/method.md, Presets)."},
+        metadata={"help": "MIPIC settings preset: default | tuned | paper | authors (docs/method.md, Presets)."},
     )
     task_loss: str = field(
         default="auto",
@@ -80,10 +80,10 @@ class MIPICTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "sum (paper) | mean of the SIA terms over layers x prefixes."}
     )
     sia_attention_weight: float | None = field(
-        default=None, metadata={"help": "Weight of SIA's attention-relation KL (preset: 1.0; 0 disables)."}
+        default=None, metadata={"help": "Weight of SIA's attention-relation KL (paper, tuned: 1.0; default: 0, off)."}
     )
     sia_cka_weight: float | None = field(
-        default=None, metadata={"help": "Weight of SIA's top-k CKA term (preset: 1.0; 0 disables)."}
+        default=None, metadata={"help": "Weight of SIA's top-k CKA term (paper, tuned: 1.0; default: 0, off)."}
     )
     sia_layers: list[int] | None = field(
         default=None, metadata={"help": "Layers (1-based) where SIA applies (default: the PIC ladder's layers)."}
@@ -126,7 +126,9 @@ class MIPICTrainingArguments(TrainingArguments):
             "ending at (hidden size, last layer). Default: min(#dims, #layers) rungs spread evenly."
         },
     )
-    pic_weight: float | None = field(default=None, metadata={"help": "Weight of L_PIC (preset: 1.0; 0 disables)."})
+    pic_weight: float | None = field(
+        default=None, metadata={"help": "Weight of L_PIC (paper, tuned: 1.0; default: 0, off)."}
+    )
     pic_temperature: float | None = field(default=None, metadata={"help": "tau of the PIC InfoNCE (preset: 0.05)."})
     pic_task_weight: float | None = field(
         default=None,

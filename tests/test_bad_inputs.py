@@ -124,7 +124,7 @@ CASES = [
     ("unknown k rule", ["--sia_k_rule", "tokens"], "loss.sia_k_rule must be one of fraction, width, got 'tokens'"),
     ("unknown lift init", ["--sia_lift_init", "zeros"], "loss.sia_lift_init must be one of identity, random"),
     ("unknown PIC aggregation", ["--pic_aggregation", "max"], "loss.pic_aggregation must be one of sum, mean"),
-    ("unknown preset", ["--preset", "paperish"], "preset must be one of paper, default, authors, got 'paperish'"),
+    ("unknown preset", ["--preset", "paperish"], "preset must be one of default, tuned, paper, authors, got 'paper"),
 ]
 
 

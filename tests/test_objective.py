@@ -11,6 +11,8 @@ from mipic_hf.objective import build_objective, resolve_settings
 
 
 def args(tmp_path, **kw) -> MIPICTrainingArguments:
+    """Training arguments; preset `tuned` (SIA and PIC on) unless the test names one."""
+    kw.setdefault("preset", "tuned")
     return MIPICTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kw)
 
 
@@ -38,15 +40,30 @@ def test_paper_preset_follows_method_md(tmp_path) -> None:
     assert objective.alpha == 0.5 and objective.pic.ladder[0] == (16, 2) and objective.sia.layers[-1] == 28
 
 
-def test_default_preset_rescales_the_attention_kl_and_supervises_the_rungs(tmp_path) -> None:
-    objective = build_objective(args(tmp_path), bert_base(), "simcse")
+def test_tuned_preset_rescales_the_attention_kl_and_supervises_the_rungs(tmp_path) -> None:
+    objective = build_objective(args(tmp_path, preset="tuned"), bert_base(), "simcse")
     assert objective.sia.attention_temperature == 1.0 and objective.sia.aggregation == "mean"
     paper = resolve_settings(args(tmp_path, preset="paper"))
-    default = resolve_settings(args(tmp_path))
-    changed = {k for k in paper if paper[k] != default[k]}
+    tuned = resolve_settings(args(tmp_path, preset="tuned"))
+    changed = {k for k in paper if paper[k] != tuned[k]}
     assert changed == {"attention_temperature", "sia_aggregation", "pic_task_weight"}
     assert objective.pic_task_weight == 1.0 and objective.rungs == objective.pic.ladder[:-1]
     assert build_objective(args(tmp_path, preset="paper"), bert_base(), "simcse").pic_task_weight == 0.0
+
+
+def test_default_preset_is_tuned_without_sia_and_pic(tmp_path) -> None:
+    """`default` = `tuned` with the SIA and PIC weights at 0: neither module is built (no parameters, no
+    work), the ladder's rungs keep the task loss, and the loss is alpha x (task + rung task)."""
+    tuned = resolve_settings(args(tmp_path, preset="tuned"))
+    default = resolve_settings(args(tmp_path, preset="default"))
+    assert {k for k in tuned if tuned[k] != default[k]} == {"sia_attention_weight", "sia_cka_weight", "pic_weight"}
+    assert default["sia_attention_weight"] == default["sia_cka_weight"] == default["pic_weight"] == 0.0
+    objective = build_objective(args(tmp_path, preset="default"), bert_base(), "simcse")
+    assert objective.sia is None and objective.pic is None and not list(objective.parameters())
+    assert objective.ladder == [(16, 2), (32, 4), (64, 6), (128, 8), (256, 9), (512, 10), (768, 12)]
+    assert objective.rungs == objective.ladder[:-1] and objective.pic_task_weight == 1.0
+    on = build_objective(args(tmp_path, preset="default", sia_cka_weight=1.0, pic_weight=0.5), bert_base(), "simcse")
+    assert on.sia is not None and on.sia.attention_weight == 0.0 and on.pic is not None and on.pic_weight == 0.5
 
 
 def test_explicit_values_override_the_preset(tmp_path) -> None:

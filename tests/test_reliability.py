@@ -127,7 +127,7 @@ def test_killed_run_resumes_exactly(tiny_backbone: str, tmp_path: Path, monkeypa
         *("--train_kind", "scored_pairs", "--max_steps", "6", "--per_device_train_batch_size", "8"),
         *("--learning_rate", "1e-3", "--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true"),
         *("--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--export_model", "false"),
-        *("--seed", "3", "--disable_tqdm", "true"),
+        *("--seed", "3", "--disable_tqdm", "true", "--preset", "tuned"),  # SIA and PIC on: aux modules to resume
     ]
     assert main([*args, "--output_dir", str(tmp_path / "full")]) == 0
 

@@ -177,10 +177,29 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
     args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(out), "--dry_run"]
     assert main([*args, "--output_rotation", "sometimes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: model.output_rotation must be one of none, before, after, got 'sometimes'"]
+    assert err == ["error: model.output_rotation must be one of auto, none, before, after, got 'sometimes'"]
     assert main([*args, "--output_rotation", "before", "--adapter_only", "true", "--use_lora", "true"]) == 2
     assert "export.adapter_only cannot carry model.output_rotation" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "applied"),
+    [
+        ([], "before"),  # auto: the rotation select_rotation picked on STS-B dev
+        (["--use_lora", "true", "--adapter_only", "true"], "none"),  # an adapter cannot carry it
+        (["--output_rotation", "after"], "after"),
+        (["--output_rotation", "none"], "none"),
+    ],
+)
+def test_auto_rotation_resolves_in_the_plan(extra: list[str], applied: str, tmp_path: Path, tiny_backbone: str) -> None:
+    from mipic_hf.recipe import parse_recipe
+    from mipic_hf.run import build_plan
+
+    args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(tmp_path / "o"), "--dry_run"]
+    plan = build_plan(parse_recipe([*args, *extra]))
+    assert plan.model_args.output_rotation == applied
+    assert f"output rotation {applied}" in plan.describe()
 
 
 def test_the_run_scores_its_starting_checkpoint(rotated_runs: dict, tiny_backbone: str) -> None:

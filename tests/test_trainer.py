@@ -85,6 +85,7 @@ def make_args(tmp_path: Path, **kwargs) -> MIPICTrainingArguments:
         seed=0,
         disable_tqdm=True,
         warmup_steps=0,
+        preset="tuned",  # SIA and PIC on: the trainer's auxiliary modules are exercised
     )
     defaults.update(kwargs)
     return MIPICTrainingArguments(**defaults)
