@@ -9,23 +9,40 @@ from torch import nn
 from .losses.matryoshka import TASKS, MatryoshkaTaskLoss
 from .losses.mipic import PAPER_LADDERS, PRESETS, MIPICLoss, authors_layout, paper_alpha
 from .losses.mrl import MRLLoss
+from .losses.pic import AGGREGATIONS as PIC_AGGREGATIONS
 from .losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
-from .losses.sia import SIALoss, default_gammas
+from .losses.sia import AGGREGATIONS, K_RULES, KL_DIRECTIONS, LIFT_INITS, TOPK_RANKS, SIALoss, default_gammas
 from .losses.starbucks import StarbucksLoss
 from .losses.twodmse import TwoDMSELoss
 
 METHODS = ("mipic", "mrl", "2dmse", "starbucks", "none")
+# every switch with a closed set of values, checked whether or not its term is on (a typo fails either way)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "sia_kl_direction": KL_DIRECTIONS,
+    "sia_aggregation": AGGREGATIONS,
+    "sia_lift_init": LIFT_INITS,
+    "sia_topk_rank": TOPK_RANKS,
+    "sia_k_rule": K_RULES,
+    "pic_aggregation": PIC_AGGREGATIONS,
+}
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
 def resolve_settings(args: Any) -> dict[str, Any]:
-    """The preset's values, overridden by every field the user set (not None)."""
-    if args.preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    """The preset's values, overridden by every field the user set (not None); closed-set switches checked."""
+    check_preset(args.preset)
     settings = dict(PRESETS[args.preset])
     for key in settings:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    for key, allowed in CHOICES.items():
+        if settings[key] not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {settings[key]!r}")
     return settings
 
 

@@ -17,7 +17,7 @@ from .collator import MatryoshkaDataCollator, split_columns
 from .losses.base import EncodedText
 from .losses.gather import world
 from .losses.matryoshka import check_task_inputs
-from .objective import build_objective, resolve_settings
+from .objective import build_objective, check_preset, resolve_settings
 from .wrappers import find_matryoshka_model
 
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
@@ -206,7 +206,7 @@ class MIPICTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        resolve_settings(self)  # fails early on an unknown preset
+        check_preset(self.preset)  # fails early; the other switches are checked when the objective is built
 
 
 class NonFiniteLossError(RuntimeError):

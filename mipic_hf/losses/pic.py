@@ -20,6 +20,8 @@ from .base import EncodedText
 from .gather import gather_with_local_grad
 from .matryoshka import infonce_logits, prefix
 
+AGGREGATIONS = ("sum", "mean")  # over the ladder's links
+
 
 def parse_ladder(value: object, field: str = "pic_ladder") -> list[tuple[int, int]]:
     """Read a ladder: "16:1,32:2", ["16:1", "32:2"] or [[16, 1], [32, 2]] -> [(16, 1), (32, 2)]."""
@@ -92,8 +94,8 @@ class PICLoss(nn.Module):
         aggregation: str = "sum",
     ) -> None:
         super().__init__()
-        if aggregation not in ("sum", "mean"):
-            raise ValueError(f"pic_aggregation must be one of sum, mean, got {aggregation!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"pic_aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
         self.aggregation = aggregation
         self.ladder = [tuple(r) for r in ladder]
         self.temperature = temperature
