@@ -242,6 +242,25 @@ def backbone_skeleton(text_config: Any, trust_remote_code: bool = False) -> Any:
         return AutoModel.from_config(text_config, trust_remote_code=trust_remote_code)
 
 
+def check_training_numbers(t: MIPICTrainingArguments) -> None:
+    """The TrainingArguments numbers the Trainer would only reject (or misuse) after the output folder exists."""
+    checks = [
+        ("learning_rate", t.learning_rate, t.learning_rate > 0, "> 0"),
+        ("per_device_train_batch_size", t.per_device_train_batch_size, t.per_device_train_batch_size >= 1, ">= 1"),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1, ">= 1"),
+        ("max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1, "-1 (use num_train_epochs) or >= 1"),
+        ("num_train_epochs", t.num_train_epochs, t.max_steps != -1 or t.num_train_epochs > 0, "> 0"),
+        ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (a float < 1 is a ratio)"),
+        ("weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+        ("max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not (ok and math.isfinite(value)):
+            raise RecipeError(f"training.{name} must be {allowed}, got {value}")
+    if os.path.exists(t.output_dir) and not os.path.isdir(t.output_dir):
+        raise RecipeError(f"training.output_dir '{t.output_dir}' is a file; name a folder (new or existing)")
+
+
 def check_score_range(dataset: Any, score_range: list[float] | None) -> None:
     """data.score_range: every score lies in the declared [min, max]."""
     if score_range is None:
@@ -280,6 +299,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     from .objective import build_objective
 
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
+    check_training_numbers(training_args)
     path = resolve_backbone(model_args.backbone)
     text_config, shape_only = backbone_config(model_args, path)
     st_settings: dict[str, Any] = {}
@@ -531,9 +551,8 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
         settings["alpha"] = obj.alpha
         summary["alpha"] = obj.alpha
         summary["settings"] = settings
-        top = (plan.config.text_config.hidden_size, plan.config.text_config.num_hidden_layers)
-        ladder = obj.pic.ladder if obj.pic is not None else [*obj.rungs, top]
-        summary["pic_ladder"] = [list(rung) for rung in ladder]
+        summary["pic_ladder"] = [list(rung) for rung in obj.ladder]
+        summary["terms"] = {"sia": obj.sia is not None, "pic": obj.pic is not None, "rung": bool(obj.pic_task_weight)}
         if obj.sia is not None:
             summary["sia_layers"] = list(obj.sia.layers)
             summary["sia_prefix_dims"] = list(obj.sia.prefix_dims)

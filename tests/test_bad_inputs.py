@@ -46,6 +46,12 @@ def _non_empty(tmp: Path) -> list[str]:
 
 
 # (case, extra arguments (or a function of tmp_path returning them), what the one-line error must say)
+def _a_file(tmp: Path) -> Path:
+    path = tmp / "notes.txt"
+    path.write_text("mine\n")
+    return path
+
+
 CASES = [
     (
         "unknown recipe key",
@@ -125,6 +131,15 @@ CASES = [
     ("unknown lift init", ["--sia_lift_init", "zeros"], "loss.sia_lift_init must be one of identity, random"),
     ("unknown PIC aggregation", ["--pic_aggregation", "max"], "loss.pic_aggregation must be one of sum, mean"),
     ("unknown preset", ["--preset", "paperish"], "preset must be one of default, tuned, paper, authors, got 'paper"),
+    # TrainingArguments numbers the Trainer only rejects after the output folder exists (issue 18)
+    ("negative learning rate", ["--learning_rate", "-1"], "training.learning_rate must be > 0, got -1.0"),
+    ("zero batch size", ["--per_device_train_batch_size", "0"], "training.per_device_train_batch_size must be >= 1"),
+    ("zero max steps", ["--max_steps", "0"], "training.max_steps must be -1 (use num_train_epochs) or >= 1, got 0"),
+    (
+        "output_dir is a file",
+        lambda tmp: ["--output_dir", str(_a_file(tmp))],
+        "is a file; name a folder (new or existing)",
+    ),
 ]
 
 
@@ -189,3 +204,5 @@ def test_bad_input_fails_before_training(
     assert "== mipic-hf run finished" not in captured.out and "'loss'" not in captured.out
     after = sorted(p.name for p in out.iterdir()) if out.exists() else None
     assert after == before, "nothing written"
+    if (tmp_path / "notes.txt").exists():  # the file named as output_dir is left as it was
+        assert (tmp_path / "notes.txt").read_text() == "mine\n"

@@ -93,6 +93,7 @@ def test_export_loads_in_a_fresh_process(arch: str, runs: dict[str, Path], tmp_p
     summary = config["mipic_training"]
     assert summary["method"] == "mipic" and summary["preset"] == "default" and summary["steps"] == 3
     assert summary["pic_ladder"][-1] == [64, 2] and 0 < summary["alpha"] < 1
+    assert summary["terms"] == {"sia": False, "pic": False, "rung": True}  # the default preset
     assert ("lora" in summary) == (arch in LORA_ARCHS)
     recipe = yaml.safe_load((export / "mipic_recipe.yaml").read_text())
     assert recipe["loss"]["method"] == "mipic" and recipe["training"]["max_steps"] == 3
