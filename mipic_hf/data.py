@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 
@@ -702,23 +702,49 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _to_kind(raw: _Table, kind: str, columns: dict[str, str] | None, label: str) -> datasets.Dataset:
-    """The rows of ``raw`` as the standard columns of ``kind``, checked value by value."""
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _invalid_text(value: Any) -> str:
+    if value is None:
+        return "is missing"
+    if isinstance(value, str):
+        return "is empty"
+    return f"is not a string ({type(value).__name__} {value!r})"
+
+
+def _to_kind(
+    raw: _Table, kind: str, columns: dict[str, str] | None, label: str, drop_invalid_rows: bool = False
+) -> tuple[datasets.Dataset, int]:
+    """The rows of ``raw`` as the standard columns of ``kind``, checked value by value, and how many rows were
+    dropped. A text cell that is missing, empty or not a string is an error naming its row and column, unless
+    ``drop_invalid_rows`` (then such rows are dropped and counted)."""
     mapping = _resolve_columns(raw.names, kind, columns)
+    values = {std: raw.get(src) for std, src in mapping.items()}
+    texts = [std for std in mapping if std not in ("score", "label")]
+    bad = [i for i in range(raw.length) if not all(_is_text(values[std][i]) for std in texts)]
+    if bad and not drop_invalid_rows:
+        row = bad[0]
+        std = next(s for s in texts if not _is_text(values[s][row]))
+        raise ValueError(
+            f"train data {label!r}: row {row}, column {mapping[std]!r} {_invalid_text(values[std][row])} "
+            f"({len(bad)} such row(s); data.drop_invalid_rows: true drops them)"
+        )
+    dropped = set(bad)
+    keep = [i for i in range(raw.length) if i not in dropped]  # row numbers in messages stay the source's
+    if not keep:
+        raise ValueError(f"train data {label!r}: every row has an invalid text cell ({len(bad)} dropped)")
     data: dict[str, list[Any]] = {}
     names: list[str] | None = None
-    for std, src in mapping.items():
-        values = raw.get(src)
+    for std, column in values.items():
         if std == "score":
-            data[std] = [_score(v, i, label) for i, v in enumerate(values)]
+            data[std] = [_score(column[i], i, label) for i in keep]
         elif std == "label":
-            data[std], names = _labels(values, raw.features.get(src), label)
+            data[std], names = _labels([column[i] for i in keep], raw.features.get(mapping[std]), label)
         else:
-            bad = next((i for i, v in enumerate(values) if v is None), None)
-            if bad is not None:
-                raise ValueError(f"train data {label!r}: column {src!r} has no value in row {bad}")
-            data[std] = [v if isinstance(v, str) else str(v) for v in values]
-    return _make(kind, data, names)
+            data[std] = [column[i] for i in keep]
+    return _make(kind, data, names), len(bad)
 
 
 def _score(value: Any, row: int, label: str) -> float:
@@ -751,6 +777,11 @@ def _labels(values: list[Any], feature: Any, label: str) -> tuple[list[int], lis
     return [index[s] for s in strings], names
 
 
+class TrainData(NamedTuple):
+    dataset: datasets.Dataset
+    dropped: int  # rows dropped for an invalid text cell (only with drop_invalid_rows)
+
+
 def load_train_data(
     source: str | Path,
     kind: str,
@@ -759,6 +790,19 @@ def load_train_data(
     max_samples: int | None = None,
     data_dir: str | Path | None = None,
 ) -> datasets.Dataset:
+    """:func:`read_train_data`'s dataset (invalid text cells are errors)."""
+    return read_train_data(source, kind, columns, split, max_samples, data_dir).dataset
+
+
+def read_train_data(
+    source: str | Path,
+    kind: str,
+    columns: dict[str, str] | None = None,
+    split: str = "train",
+    max_samples: int | None = None,
+    data_dir: str | Path | None = None,
+    drop_invalid_rows: bool = False,
+) -> TrainData:
     """A train set from a named benchmark (BENCHMARKS key), a local file or folder (csv, tsv, jsonl/json,
     parquet, txt), or a Hub dataset id, returned with the KIND_COLUMNS of `kind` only, in that order.
 
@@ -769,6 +813,8 @@ def load_train_data(
       dropped); json is a list of rows, ``{"data": [rows]}``, ``{column: [values]}`` or JSON Lines. A folder
       reads its files whose names hold the split (``train.csv``), else all of them (one format).
     - Scores must be finite numbers; labels ints >= 0 or strings (mapped to ints through a sorted ClassLabel).
+    - A text cell that is missing, empty or not a string is an error naming its row and column; with
+      ``drop_invalid_rows`` such rows are dropped instead and counted in ``TrainData.dropped``.
     - A benchmark serves the kinds its split's rows allow: stsb/sts* scored_pairs, snli train triplets (and
       pairs: (premise, entailment) pairs of SNLI train, local snli/cat_subset/train.tsv), banking77/trec/sst2
       labeled (and sentences). Each problem raises a one-line ValueError naming the field.
@@ -777,10 +823,10 @@ def load_train_data(
         raise ValueError(f"kind {kind!r} is unknown; choose one of {list(KINDS)}")
     _check_max_samples(max_samples)
     name = str(source)
-    if is_benchmark_list(name):
-        return _train_from_benchmarks(name, kind, columns, split, max_samples, data_dir)
+    if is_benchmark_list(name):  # the benchmarks' text cells are all valid
+        return TrainData(_train_from_benchmarks(name, kind, columns, split, max_samples, data_dir), 0)
     if name.lower() in BENCHMARKS:
-        return _train_from_benchmark(name.lower(), kind, columns, split, max_samples, data_dir)
+        return TrainData(_train_from_benchmark(name.lower(), kind, columns, split, max_samples, data_dir), 0)
     split = SPLIT_ALIASES.get(str(split).lower(), str(split).lower())
     path = Path(name).expanduser()
     if path.exists():
@@ -798,7 +844,7 @@ def load_train_data(
         raw = _Table.from_dataset(datasets.load_dataset(hub_id, config or None, split=split))
     if raw.length == 0:
         raise ValueError(f"train data {name!r} has no rows")
-    return _to_kind(raw.head(max_samples), kind, columns, name)
+    return TrainData(*_to_kind(raw.head(max_samples), kind, columns, name, drop_invalid_rows))
 
 
 def is_benchmark_list(name: str) -> bool:
@@ -855,4 +901,4 @@ def _train_from_benchmark(
             dataset = datasets.Dataset.from_dict({"text": list(unique)})
     if len(dataset) == 0:
         raise ValueError(f"train data {name!r} has no rows")
-    return _to_kind(_Table.from_dataset(dataset).head(max_samples), kind, columns, name)
+    return _to_kind(_Table.from_dataset(dataset).head(max_samples), kind, columns, name)[0]

@@ -122,7 +122,11 @@ def _objective(training: dict[str, Any]) -> str:
     if training.get("alpha") is not None:
         parts.append(f"alpha {training['alpha']:g}")
     if training.get("pic_ladder"):
-        parts.append("PIC ladder " + " ".join(f"({d},{layer})" for d, layer in training["pic_ladder"]))
+        parts.append("ladder " + " ".join(f"({d},{layer})" for d, layer in training["pic_ladder"]))
+    terms = training.get("terms")
+    if terms:
+        on = [name for name, key in (("SIA", "sia"), ("PIC", "pic"), ("rung task loss", "rung")) if terms.get(key)]
+        parts.append("terms: " + (", ".join(on) if on else "task loss only"))
     return ", ".join(parts)
 
 

@@ -112,6 +112,13 @@ class DataArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Split of the train source."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    drop_invalid_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop training rows whose text cell is missing, empty or not a string (counted in the plan and "
+            "the summary); by default such a row is an error naming the file, row and column."
+        },
+    )
     score_range: list[float] | None = field(
         default=None,
         metadata={"help": "Declared [min, max] of the score column (scored_pairs); a score outside fails the run."},

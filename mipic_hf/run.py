@@ -80,6 +80,7 @@ class Plan:
     steps: int | None
     export_dir: str | None = None
     push: PushTarget | None = None
+    dropped_rows: int = 0  # training rows dropped for an invalid text cell (data.drop_invalid_rows)
 
     def describe(self) -> str:
         c, t = self.config, self.training_args
@@ -295,7 +296,7 @@ def infer_kind(data_args: DataArguments) -> str:
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     from .configuration_mipic import MatryoshkaConfig
-    from .data import BENCHMARKS, _looks_like_path, is_benchmark_list, load_train_data
+    from .data import BENCHMARKS, _looks_like_path, is_benchmark_list, read_train_data
     from .objective import build_objective
 
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
@@ -345,15 +346,16 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         raise RecipeError(
             f"data.train_data '{data_args.train_data}' does not exist (a file, a folder or a benchmark name)"
         )
-    train_dataset, data_note = None, ""
+    train_dataset, data_note, dropped = None, "", 0
     if is_local or not offline():
         try:
-            train_dataset = load_train_data(
+            train_dataset, dropped = read_train_data(
                 data_args.train_data,
                 kind,
                 columns=columns,
                 split=data_args.train_split,
                 max_samples=data_args.max_train_samples,
+                drop_invalid_rows=data_args.drop_invalid_rows,
             )
         except (OSError, ValueError) as err:
             message, name = str(err).splitlines()[0], data_args.train_data
@@ -362,6 +364,8 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
             raise RecipeError(f"data.train_data '{name}': {message}") from None
         check_score_range(train_dataset, data_args.score_range)
         data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
+        if data_args.drop_invalid_rows:
+            data_note += f"; {dropped} row(s) with an invalid text cell dropped"
     elif run_args.dry_run:
         data_note = f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)"
     else:
@@ -472,6 +476,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         steps,
         export_dir=export_dir,
         push=push,
+        dropped_rows=dropped,
     )
 
 
@@ -540,6 +545,7 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
         "base_model": MINILM_HUB_ID if backbone == MINILM_PACKAGE else backbone,
         "train_data": plan.data_args.train_data,
         "train_rows": len(plan.train_dataset) if plan.train_dataset is not None else None,
+        "dropped_rows": plan.dropped_rows,
         "steps": steps,
         "batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * max(1, t.world_size),
         "learning_rate": t.learning_rate,
@@ -706,6 +712,8 @@ def execute(plan: Plan) -> dict[str, Any]:
     (out / "mipic_recipe.yaml").write_text(recipe, encoding="utf-8")
 
     summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_time, 1)}
+    if plan.data_args.drop_invalid_rows:
+        summary["dropped_rows"] = plan.dropped_rows
     if plan.eval_args.eval_tasks:
         results = grid()
         if base_results is not None:
@@ -745,6 +753,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n== mipic-hf run finished ==")
     for line in summary.get("summary_lines", []):
         print("  " + line)
+    if "dropped_rows" in summary:
+        print(f"  data       {summary['dropped_rows']} training row(s) with an invalid text cell dropped")
     print(f"  run        {summary['model_dir']}")
     if summary.get("export_dir"):
         print(f"  export     {summary['export_dir']}  (AutoModel.from_pretrained(..., trust_remote_code=True),")

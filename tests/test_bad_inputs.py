@@ -93,6 +93,7 @@ CASES = [
         "missing column 'score' for kind scored_pairs; the data has columns ['sentence1', 'sentence2', 'similarity']",
     ),
     ("empty dataset", "empty", "has no rows"),
+    ("empty text cell", "empty-text-cell", "row 1, column 'sentence2' is empty (1 such row(s); data.drop_invalid_rows"),
     ("non-numeric score", "text-score", "score in row 1 is not a number: 'high'"),
     ("NaN score", "nan-score", "score in row 2 is nan (scores must be finite numbers)"),
     (
@@ -165,6 +166,10 @@ def _data_case(name: str, tmp: Path) -> list[str]:
     if name == "unreadable":
         path = tmp / "train.parquet"
         path.write_bytes(b"\x00\x01 not a parquet file")
+        return ["--train_data", str(path)]
+    if name == "empty-text-cell":
+        path = tmp / "train.csv"
+        path.write_text("sentence1,sentence2,score\na,b,1.0\nc,,2.0\n")
         return ["--train_data", str(path)]
     if name == "missing-file":
         return ["--train_data", str(tmp / "nope" / "train.csv")]

@@ -532,6 +532,33 @@ def test_train_bad_scores(tmp_path: Path) -> None:
     assert "row 0" in one_line_error(load_train_data, path, "scored_pairs")
 
 
+def test_invalid_text_cells_are_errors_unless_dropped(tmp_path: Path) -> None:
+    """An empty, missing or non-string text cell names its row and column; drop_invalid_rows drops and counts."""
+    from mipic_hf.data import read_train_data
+
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("sentence1,sentence2,score\na,b,1.0\nc,,2.0\n  ,f,3.0\ng,h,4.0\n")
+    message = one_line_error(load_train_data, csv_path, "scored_pairs")
+    assert message == (
+        f"train data '{csv_path}': row 1, column 'sentence2' is empty (2 such row(s); data.drop_invalid_rows: true "
+        "drops them)"
+    )
+    kept, dropped = read_train_data(csv_path, "scored_pairs", drop_invalid_rows=True)
+    assert dropped == 2 and kept["sentence1"] == ["a", "g"] and kept["score"] == [1.0, 4.0]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"text": "fine"}\n{"text": 5}\n{"other": "x"}\n')
+    assert "row 1, column 'text' is not a string (int 5) (2 such row(s);" in one_line_error(
+        load_train_data, jsonl, "sentences"
+    )
+    kept, dropped = read_train_data(jsonl, "sentences", drop_invalid_rows=True)
+    assert dropped == 2 and kept["text"] == ["fine"]
+    jsonl.write_text('{"text": null}\n')
+    assert "row 0, column 'text' is missing" in one_line_error(load_train_data, jsonl, "sentences")
+    assert "every row has an invalid text cell" in one_line_error(
+        read_train_data, jsonl, "sentences", drop_invalid_rows=True
+    )
+
+
 def test_train_empty_missing_unreadable(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("text\n")

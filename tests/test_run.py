@@ -323,3 +323,21 @@ def test_lora_run_trains_adapters_and_exports_a_merged_model(tiny_backbone: str,
         keys = list(f.keys())
     assert keys and not any("lora" in k for k in keys)
     assert all(k.startswith("backbone.") and "base_model" not in k for k in keys)
+
+
+def test_drop_invalid_rows_is_counted_in_the_plan_and_the_summary(tiny_backbone: str, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "pairs.csv"
+    data.write_text("sentence1,sentence2,score\n" + "".join(f"s{i},t{i},{i % 5}.0\n" for i in range(10)) + "x,,1.0\n")
+    out = tmp_path / "run"
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "64", "--train_data", str(data)),
+        *("--max_steps", "1", "--per_device_train_batch_size", "4", "--eval_tasks", "none", "--report_to", "none"),
+        *("--use_cpu", "true", "--save_strategy", "no", "--export_model", "false", "--output_dir", str(out)),
+        *("--drop_invalid_rows", "true", "--disable_tqdm", "true", "--train_kind", "scored_pairs"),
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "10 rows, kind scored_pairs" in printed and "1 row(s) with an invalid text cell dropped" in printed
+    assert "1 training row(s) with an invalid text cell dropped" in printed  # the summary
+    summary = json.loads((out / "config.json").read_text())["mipic_training"]
+    assert summary["train_rows"] == 10 and summary["dropped_rows"] == 1
