@@ -6,7 +6,7 @@ the ladder. SIA and PIC are averaged over the encoded text columns (both views f
 
 Presets (``preset``): ``paper`` sets every value as the paper gives it (docs/method.md); ``tuned`` is the
 paper's with attention_temperature 1.0, mean aggregation of the SIA terms (the paper's 0.05 and sum let the
-attention KL dominate and cost 10-14 STS-B points on MiniLM) and pic_task_weight 1 (the task loss at the PIC
+attention KL dominate and cost 16-20 STS-B points on MiniLM) and pic_task_weight 1 (the task loss at the PIC
 rungs too), chosen on STS-B dev by benchmarks/quality.py; ``default`` is ``tuned`` with the SIA and PIC terms
 off: removed one at a time, neither cost the 0.3 dev points a term must earn (benchmarks/RESULTS.md, issue 14),
 so ``default`` trains the task loss at every prefix and at the ladder's rungs and builds no SIA or PIC module.
