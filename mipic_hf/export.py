@@ -67,13 +67,13 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
     if model_type != "mipic_matryoshka":
         raise ExportError(f"RUN_DIR '{run}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
     if adapter_only:
+        if not (run / ADAPTER_DIR / "adapter_config.json").is_file():
+            raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
         if config.get("output_rotation"):
             raise ExportError(
                 f"--adapter_only: RUN_DIR '{run}' has an output rotation, which only merged weights carry; "
                 "export without --adapter_only"
             )
-        if not (run / ADAPTER_DIR / "adapter_config.json").is_file():
-            raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
     elif not any((run / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         raise ExportError(f"RUN_DIR '{run}' has no model.safetensors")
     check_out_dir(out, overwrite, source=run)

@@ -63,7 +63,7 @@ class ModelArguments:
             "help": "auto | none | before | after: fit a centring + PCA rotation of the pooled vector on the "
             "training sentences (never on evaluation text) before training (training refines the encoder under "
             "it) or after; stored in the checkpoint and applied in forward, encode, ONNX and "
-            "sentence-transformers. auto = before (chosen on STS-B dev), none with export.adapter_only."
+            "sentence-transformers. auto = before (chosen on STS-B dev), none with LoRA (adapters cannot carry it)."
         },
     )
     rotation_max_texts: int = field(

@@ -6,8 +6,8 @@ largest variance first, as the model's :class:`~mipic_hf.modeling_mipic.OutputRo
 coordinates then keeps the d directions of largest variance (PCA truncation), and full-width cosine changes
 only by the centring. ``python -m mipic_hf.run`` fits it on the training sentences (never on evaluation text)
 before training, after training, or not at all (``model.output_rotation``: before | after | none; ``auto``,
-the default, is ``before`` (chosen on STS-B dev, benchmarks/RESULTS.md), or ``none`` for an adapter-only
-export, which cannot carry it).
+the default, is ``before`` (chosen on STS-B dev, benchmarks/RESULTS.md) for full fine-tuning and ``none``
+with LoRA, whose adapters cannot carry it).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ ROTATION_CHOICES = ("auto", "none", "before", "after")
 AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality.py)
 
 
-def resolve_rotation(choice: str, adapter_only: bool) -> str:
-    """``model.output_rotation`` as the run applies it: ``auto`` is :data:`AUTO_ROTATION`, or ``none`` when only
-    LoRA adapters are exported (an adapter cannot carry the rotation)."""
+def resolve_rotation(choice: str, use_lora: bool) -> str:
+    """``model.output_rotation`` as the run applies it: ``auto`` is :data:`AUTO_ROTATION` for full fine-tuning
+    and ``none`` with LoRA (an adapter cannot carry the rotation, and adapters are often exported on their own
+    later; set ``before`` explicitly for a merged LoRA model)."""
     if choice != "auto":
         return choice
-    return "none" if adapter_only else AUTO_ROTATION
+    return "none" if use_lora else AUTO_ROTATION
 
 
 def training_texts(dataset: Any, columns: Iterable[str], limit: int | None = None, seed: int = 0) -> list[str]:

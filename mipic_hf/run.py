@@ -429,7 +429,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
     if model_args.output_rotation in ("before", "after") and export_args.adapter_only:
         raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
-    model_args.output_rotation = resolve_rotation(model_args.output_rotation, export_args.adapter_only)
+    model_args.output_rotation = resolve_rotation(model_args.output_rotation, lora_args.use_lora)
     out = Path(training_args.output_dir)
     resuming = bool(training_args.resume_from_checkpoint)
     if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:

@@ -83,7 +83,7 @@ def _logged(output: str, key: str) -> list[float]:
 def test_two_processes_equal_one_process_over_the_same_global_batch(deterministic_backbone: str, tmp_path: Path):
     """DDP (gloo, 2 ranks x 4 rows) == one process with 2 accumulated micro-batches of 4 (the same 8 rows)."""
     data = _pairs_csv(tmp_path / "pairs.csv")
-    common = ["--train_kind", "pairs", "--per_device_train_batch_size", "4"]
+    common = ["--train_kind", "pairs", "--per_device_train_batch_size", "4", "--preset", "tuned"]  # aux modules on
     ddp_log = _launch([*_common(deterministic_backbone, data, tmp_path / "ddp"), *common], 2, tmp_path)
     one_log = _launch(
         [*_common(deterministic_backbone, data, tmp_path / "one"), *common, "--gradient_accumulation_steps", "2"],

@@ -188,6 +188,8 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
     [
         ([], "before"),  # auto: the rotation select_rotation picked on STS-B dev
         (["--use_lora", "true", "--adapter_only", "true"], "none"),  # an adapter cannot carry it
+        (["--use_lora", "true"], "none"),  # LoRA: adapters are often exported alone later
+        (["--use_lora", "true", "--output_rotation", "before"], "before"),  # a merged LoRA model can carry it
         (["--output_rotation", "after"], "after"),
         (["--output_rotation", "none"], "none"),
     ],
