@@ -158,6 +158,11 @@ METHODS: dict[str, list[str] | str | dict | None] = {
         "recipe": PROTOCOL,
         "args": [*SNLI, *MIPIC, "tuned", *TEACHER_PICK, "--output_rotation", "before"],
     },
+    # protocol B with issue 14's outcome (t_final below): the new `default` + the initial teacher + rotation before
+    "snli_t_final": {
+        "recipe": PROTOCOL,
+        "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
+    },
     # issue 14's outcome: the new `default` (`tuned` without the terms term_gains removed) + the initial teacher +
     # the rotation select_rotation picked, i.e. what recipes/quickstart.yaml trains, for 1 epoch
     "t_final": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
