@@ -140,7 +140,7 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
     pairs = load_pairs(batch_size, text)
     texts = [[p[0] for p in pairs], [p[1] for p in pairs]]
     if "teacher_cache" in METHODS[method]:  # the cache holds this batch's texts, embedded by the initial model
-        from mipic_hf.teacher import write_cache
+        from mipic_hf.training.teacher import write_cache
 
         TEACHER_CACHE.unlink(missing_ok=True)
         write_cache(model, tokenizer, texts[0] + texts[1], TEACHER_CACHE, max_length=seq_len)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from mipic_hf import MatryoshkaModel
     from mipic_hf.evaluation.grid import _normalize
     from mipic_hf.evaluation.metrics import STSSpearman
-    from mipic_hf.export_onnx import export_onnx, parse_budgets, run_graph
+    from mipic_hf.hub.onnx import export_onnx, parse_budgets, run_graph
 
     torch.set_num_threads(args.threads)
     model = MatryoshkaModel.from_pretrained(str(args.model), dtype=torch.float32).eval()

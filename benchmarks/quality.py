@@ -62,7 +62,7 @@ TEACHER_ARGS = ["--teacher_model", "initial", "--teacher_weight", "10"]
 TEACHER_PICK = [*TEACHER_ARGS, "--teacher_temperature", "0.2"]  # select_teacher's pick on STS-B dev (RESULTS.md)
 METHODS: dict[str, list[str] | str | dict | None] = {
     "untrained": None,
-    # issue 14's zero-training anchor: the base model centred + PCA-rotated (mipic_hf.rotation, fitted on the
+    # issue 14's zero-training anchor: the base model centred + PCA-rotated (mipic_hf.training.rotation, fitted on the
     # STS-B train sentences, never on evaluation text), then truncated per dim
     "untrained_pca": {"rotate": "untrained"},
     "mipic_default_teacher_pca": {"rotate": "mipic_default_teacher"},  # the trained model, rotated afterwards
@@ -110,7 +110,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "simcse_mrl": {"recipe": "minilm-simcse.yaml", "args": ["--method", "mrl"]},
     "simcse_mipic_paper": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "paper"]},
     "simcse_mipic_default": {"recipe": "minilm-simcse.yaml", "args": [*MIPIC, "tuned"]},
-    # issue 8: a frozen copy of the starting checkpoint as teacher (relational KL per prefix, losses/teacher.py)
+    # issue 8: a frozen copy of the starting checkpoint as teacher (relational KL per prefix, losses/teacher_relation.py)
     "mrl_teacher": ["--method", "mrl", "--teacher_model", "initial"],
     "2dmse_teacher": ["--method", "2dmse", "--teacher_model", "initial"],
     "mipic_default_teacher": [*MIPIC, "tuned", "--teacher_model", "initial"],
@@ -238,7 +238,7 @@ def run_dir(split: str, method: str, seed: int) -> Path:
 def rotation_texts() -> list[str]:
     """The sentences an anchor's output rotation is fitted on: STS-B train, both columns (never evaluation text)."""
     from mipic_hf.data import load_benchmark
-    from mipic_hf.rotation import training_texts
+    from mipic_hf.training.rotation import training_texts
 
     return training_texts(load_benchmark("stsb", split="train"), ["sentence1", "sentence2"])
 
@@ -253,8 +253,8 @@ def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
     from mipic_hf import MatryoshkaModel
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.report import write_outputs
-    from mipic_hf.export import is_mipic_folder
-    from mipic_hf.rotation import fit_output_rotation
+    from mipic_hf.hub.folders import is_mipic_folder
+    from mipic_hf.training.rotation import fit_output_rotation
 
     if is_mipic_folder(model_path):
         model = MatryoshkaModel.from_pretrained(model_path).eval()

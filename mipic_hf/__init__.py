@@ -4,7 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_mipic import MatryoshkaConfig
 from .modeling_mipic import MatryoshkaModel, MatryoshkaModelOutput
-from .trainer import MIPICTrainer, MIPICTrainingArguments
+from .training.trainer import MIPICTrainer, MIPICTrainingArguments
 
 __version__ = "0.1.0"
 

@@ -186,7 +186,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         return None
 
     @contextlib.contextmanager
-    def _exit_after(self, layer: int) -> Iterator[None]:
+    def exit_after(self, layer: int) -> Iterator[None]:
         """Run only the first ``layer`` blocks inside this context (not thread-safe: it swaps the list)."""
         if layer >= self.num_layers:
             yield
@@ -273,7 +273,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             # Positions count real tokens only, so left padding gives the same states as no padding.
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-        with self._exit_after(layer):
+        with self.exit_after(layer):
             out = self.backbone(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -473,7 +473,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             pretrained_model_name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False), **hub_kwargs
         )
         try:
-            st_settings = _sentence_transformers_settings(pretrained_model_name_or_path, hub_kwargs)
+            st_settings = sentence_transformers_settings(pretrained_model_name_or_path, hub_kwargs)
         except ValueError:
             if pooling is None:  # the folder's pooling is one we do not offer: the user must choose
                 raise
@@ -546,7 +546,7 @@ def _st_pooling_mode(pooling_config: dict[str, Any]) -> str | None:
     return _ST_POOLING[mode]
 
 
-def _sentence_transformers_settings(path: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+def sentence_transformers_settings(path: str, hub_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pooling mode and max_seq_length of a sentence-transformers folder or repo, when it is one."""
     from transformers.utils import cached_file
 

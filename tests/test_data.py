@@ -193,7 +193,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_hub(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"unexpected datasets.load_dataset{args}")
 
-    monkeypatch.setattr(data.datasets, "load_dataset", no_hub)
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -385,7 +385,7 @@ def online(monkeypatch: pytest.MonkeyPatch):
 
     def install(rows: dict, features: datasets.Features | None = None) -> FakeHub:
         fake = FakeHub(datasets.Dataset.from_dict(rows, features=features))
-        monkeypatch.setattr(data.datasets, "load_dataset", fake)
+        monkeypatch.setattr(datasets, "load_dataset", fake)
         return fake
 
     return install

@@ -19,12 +19,10 @@ from transformers import AutoTokenizer, TrainerControl, TrainerState
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
 from mipic_hf.evaluation import (
     ClassificationScores,
-    MatryoshkaEvalCallback,
     PairClassificationScores,
     STSSpearman,
     average_main_score,
     evaluate_grid,
-    grid_metrics,
     main_score,
     markdown_table,
     summary_lines,
@@ -32,6 +30,7 @@ from mipic_hf.evaluation import (
 )
 from mipic_hf.evaluation import grid as grid_module
 from mipic_hf.evaluation.report import task_table
+from mipic_hf.training.callback import MatryoshkaEvalCallback, grid_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORDS = "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow rain".split()
@@ -289,7 +288,7 @@ def test_base_scores_beside_the_trained_ones(grid_run) -> None:
 
 # ----- CLI -------------------------------------------------------------------------------------------------------
 def test_cli_on_saved_folders(tokenizer, tmp_path: Path, fake_registry, capsys) -> None:
-    from mipic_hf.evaluate import main
+    from mipic_hf.cli.evaluate import main
 
     model = tiny_model(tokenizer, num_layers=2)
     folder = tmp_path / "model"
@@ -320,7 +319,7 @@ def test_cli_on_saved_folders(tokenizer, tmp_path: Path, fake_registry, capsys) 
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, fake_registry, capsys) -> None:
-    from mipic_hf.evaluate import main
+    from mipic_hf.cli.evaluate import main
 
     # Unknown tasks fail before the model is loaded (this folder does not even exist).
     assert main([str(tmp_path / "missing"), "--tasks", "fake_sts,nope"]) == 2

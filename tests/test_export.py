@@ -17,7 +17,8 @@ from test_trainer import WORDS
 from transformers import AutoModel, AutoTokenizer
 
 from mipic_hf import MatryoshkaModel
-from mipic_hf.export import ExportError, export_run
+from mipic_hf.hub.export import export_run
+from mipic_hf.hub.folders import ExportError
 from mipic_hf.run import main
 
 TEXTS = ["the cat sat on the mat", "a", "blue river under a big moon tonight", "hello there"]
@@ -196,7 +197,7 @@ def test_bad_exports_fail_before_writing(runs: dict[str, Path], tmp_path: Path, 
     assert [p.name for p in taken.iterdir()] == ["mine.txt"]
 
     # A failure half-way leaves neither the output nor a partial folder behind, and keeps the old folder.
-    import mipic_hf.model_card as model_card
+    import mipic_hf.hub.card as model_card
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -18,9 +18,10 @@ from test_hub_format import _fresh_env
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaModel
+from mipic_hf.cli.export_onnx import main
 from mipic_hf.data import load_benchmark
-from mipic_hf.export_onnx import _session, export_onnx, main, parse_budgets, run_graph
-from mipic_hf.model_card import render_card
+from mipic_hf.hub.card import render_card
+from mipic_hf.hub.onnx import _session, export_onnx, parse_budgets, run_graph
 
 # Lengths 1..16 words so every batch pads.
 TEXTS = [

@@ -11,7 +11,7 @@ from test_trainer import make_args, make_dataset, tiny_model, train_losses
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer
-from mipic_hf.lora import DEFAULT_LORA_TARGETS, apply_lora, merge_lora, save_adapter
+from mipic_hf.training.lora import DEFAULT_LORA_TARGETS, apply_lora, merge_lora, save_adapter
 
 TEXTS = ["the cat sat on the mat", "a", "embeddings at every budget", "blue river under a big moon tonight"]
 

@@ -7,7 +7,7 @@ from transformers import BertConfig, Qwen3Config
 
 from mipic_hf import MatryoshkaConfig, MIPICTrainingArguments
 from mipic_hf.losses import MIPICLoss, MRLLoss, StarbucksLoss, TwoDMSELoss
-from mipic_hf.objective import build_objective, resolve_settings
+from mipic_hf.losses.objective import build_objective, resolve_settings
 
 
 def args(tmp_path, **kw) -> MIPICTrainingArguments:

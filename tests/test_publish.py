@@ -12,7 +12,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from test_trainer import WORDS
 
-from mipic_hf.publish import PublishError, main, publish
+from mipic_hf.cli.publish import main
+from mipic_hf.hub.publish import PublishError, publish
 from mipic_hf.run import main as run_main
 
 TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
@@ -175,7 +176,7 @@ def test_recipe_push_to_hub_checks_first_and_uploads_the_export(
     else:
         args += ["--hub_token", TOKEN]
     from mipic_hf.recipe import parse_recipe
-    from mipic_hf.run import build_plan
+    from mipic_hf.recipe.plan import build_plan
 
     plan = build_plan(parse_recipe([*args, "--hub_model_id", "me/tiny", "--dry_run"]))
     assert plan.push.token == TOKEN and TOKEN not in repr(plan) + plan.describe()

@@ -18,7 +18,7 @@ from test_hub_format import _fresh_env
 from test_trainer import WORDS
 from transformers import AutoTokenizer, BertModel, TrainerCallback
 
-import mipic_hf.trainer as trainer_module
+import mipic_hf.training.trainer as trainer_module
 from mipic_hf.losses.mipic import MIPICLoss
 from mipic_hf.run import main
 

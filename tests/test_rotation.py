@@ -12,7 +12,7 @@ import torch
 from test_trainer import WORDS
 from transformers import AutoModel, AutoTokenizer
 
-import mipic_hf.rotation as rotation
+import mipic_hf.training.rotation as rotation
 from mipic_hf import MatryoshkaModel
 from mipic_hf.data import load_benchmark
 from mipic_hf.modeling_mipic import pool
@@ -160,7 +160,7 @@ def test_rotation_in_transformers_and_sentence_transformers_exports(rotated_runs
 
 
 def test_rotation_inside_the_onnx_graph(rotated_runs: dict, tmp_path: Path) -> None:
-    from mipic_hf.export_onnx import Budget, _session, export_onnx, run_graph
+    from mipic_hf.hub.onnx import Budget, _session, export_onnx, run_graph
 
     folder = rotated_runs["after"] / "export"
     out = export_onnx(folder, tmp_path / "onnx", [Budget(1, 8), Budget(2, 64)])
@@ -196,7 +196,7 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
 )
 def test_auto_rotation_resolves_in_the_plan(extra: list[str], applied: str, tmp_path: Path, tiny_backbone: str) -> None:
     from mipic_hf.recipe import parse_recipe
-    from mipic_hf.run import build_plan
+    from mipic_hf.recipe.plan import build_plan
 
     args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(tmp_path / "o"), "--dry_run"]
     plan = build_plan(parse_recipe([*args, *extra]))

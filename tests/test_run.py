@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from mipic_hf.recipe import RecipeError, flatten_recipe, parse_recipe
-from mipic_hf.run import build_plan, main
+from mipic_hf.recipe.plan import build_plan
+from mipic_hf.run import main
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 STSB_ROW = "main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a}\t{b}\n"

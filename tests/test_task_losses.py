@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from mipic_hf.losses.base import EncodedText
-from mipic_hf.losses.matryoshka import MatryoshkaTaskLoss
 from mipic_hf.losses.mipic import MIPICLoss
 from mipic_hf.losses.mrl import MRLLoss
 from mipic_hf.losses.starbucks import StarbucksLoss
+from mipic_hf.losses.task import MatryoshkaTaskLoss
 from mipic_hf.losses.twodmse import TwoDMSELoss, layer_weight
 from mipic_hf.modeling_mipic import pool
 

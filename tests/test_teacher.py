@@ -11,12 +11,12 @@ from test_trainer import make_args, make_dataset, tiny_model, train_losses
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer
-from mipic_hf.collator import MatryoshkaDataCollator
-from mipic_hf.losses.teacher import TeacherRelationLoss
+from mipic_hf.cli.teacher_cache import main as cache_main
+from mipic_hf.losses.teacher_relation import TeacherRelationLoss
 from mipic_hf.recipe import flatten_recipe
 from mipic_hf.run import main
-from mipic_hf.teacher import CachedTeacher, LiveTeacher, write_cache
-from mipic_hf.teacher_cache import main as cache_main
+from mipic_hf.training.collator import MatryoshkaDataCollator
+from mipic_hf.training.teacher import CachedTeacher, LiveTeacher, write_cache
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
-from mipic_hf.trainer import AUX_WEIGHTS_NAME
+from mipic_hf.training.trainer import AUX_WEIGHTS_NAME
 
 WORDS = (
     "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow happy "

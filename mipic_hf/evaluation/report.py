@@ -16,7 +16,7 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def _safe_name(task: str) -> str:
+def safe_name(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)
 
 
@@ -164,7 +164,7 @@ def write_outputs(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
     paths["markdown"] = out / "eval_results.md"
     paths["markdown"].write_text(markdown_table(results), encoding="utf-8")
     for task in results["tasks"]:
-        stem = _safe_name(task)
+        stem = safe_name(task)
         paths[f"{task}_score_vs_dim"] = plot_score_vs_dim(results, task, out / f"{stem}_score_vs_dim.png")
         paths[f"{task}_heatmap"] = plot_heatmap(results, task, out / f"{stem}_heatmap.png")
     return paths

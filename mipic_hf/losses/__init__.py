@@ -2,12 +2,12 @@
 
 from .base import EncodedText
 from .cka import linear_cka
-from .matryoshka import MatryoshkaTaskLoss
 from .mipic import PRESETS, MIPICLoss
 from .mrl import MRLLoss
 from .pic import PICLoss
 from .sia import SIALoss, topk_token_masks
 from .starbucks import StarbucksLoss
+from .task import MatryoshkaTaskLoss
 from .twodmse import TwoDMSELoss
 
 __all__ = [

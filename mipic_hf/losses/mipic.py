@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from .base import EncodedText
-from .matryoshka import MatryoshkaTaskLoss
 from .pic import PICLoss
 from .sia import SIALoss
+from .task import MatryoshkaTaskLoss
 
 PAPER_PRESET: dict[str, object] = {
     "temperature": 0.05,

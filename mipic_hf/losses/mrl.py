@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .base import EncodedText
-from .matryoshka import MatryoshkaTaskLoss
+from .task import MatryoshkaTaskLoss
 
 
 class MRLLoss(nn.Module):

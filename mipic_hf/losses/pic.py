@@ -18,7 +18,7 @@ from torch import nn
 
 from .base import EncodedText
 from .gather import gather_with_local_grad
-from .matryoshka import infonce_logits, prefix
+from .task import infonce_logits, prefix
 
 AGGREGATIONS = ("sum", "mean")  # over the ladder's links
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .base import EncodedText
-from .matryoshka import MatryoshkaTaskLoss
+from .task import MatryoshkaTaskLoss
 
 
 class StarbucksLoss(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import EncodedText
-from .matryoshka import MatryoshkaTaskLoss
+from .task import MatryoshkaTaskLoss
 
 LAYER_WEIGHTINGS = ("uniform", "log", "linear")
 

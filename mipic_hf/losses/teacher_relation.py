@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cka import linear_cka
-from .matryoshka import prefix
+from .task import prefix
 
 
 def _off_diagonal_logits(x: torch.Tensor, temperature: float) -> torch.Tensor:

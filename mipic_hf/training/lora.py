@@ -11,8 +11,6 @@ from typing import Any
 
 from torch import nn
 
-ADAPTER_DIR = "adapter"
-
 _ENCODER_TARGETS = ["query", "key", "value", "dense"]
 _DECODER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LORA_TARGETS: dict[str, list[str]] = {

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling_mipic import pool
+from ..modeling_mipic import pool
 
 ROTATION_CHOICES = ("auto", "none", "before", "after")
 AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality.py)

@@ -6,14 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from .losses.matryoshka import TASKS, MatryoshkaTaskLoss
-from .losses.mipic import PAPER_LADDERS, PRESETS, MIPICLoss, authors_layout, paper_alpha
-from .losses.mrl import MRLLoss
-from .losses.pic import AGGREGATIONS as PIC_AGGREGATIONS
-from .losses.pic import PICLoss, default_ladder, parse_ladder, validate_ladder
-from .losses.sia import AGGREGATIONS, K_RULES, KL_DIRECTIONS, LIFT_INITS, TOPK_RANKS, SIALoss, default_gammas
-from .losses.starbucks import StarbucksLoss
-from .losses.twodmse import TwoDMSELoss
+from .mipic import PAPER_LADDERS, PRESETS, MIPICLoss, authors_layout, paper_alpha
+from .mrl import MRLLoss
+from .pic import AGGREGATIONS as PIC_AGGREGATIONS
+from .pic import PICLoss, default_ladder, parse_ladder, validate_ladder
+from .sia import AGGREGATIONS, K_RULES, KL_DIRECTIONS, LIFT_INITS, TOPK_RANKS, SIALoss, default_gammas
+from .starbucks import StarbucksLoss
+from .task import TASKS, MatryoshkaTaskLoss
+from .twodmse import TwoDMSELoss
 
 METHODS = ("mipic", "mrl", "2dmse", "starbucks", "none")
 # every switch with a closed set of values, checked whether or not its term is on (a typo fails either way)

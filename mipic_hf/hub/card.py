@@ -14,13 +14,15 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .data import BENCHMARKS
-from .evaluation.grid import main_score
-from .evaluation.report import _safe_name, task_table
-from .export_onnx import INDEX_NAME as ONNX_INDEX
-from .export_onnx import ONNX_SUBFOLDER, onnx_section
+from ..data import BENCHMARKS
+from ..evaluation.grid import main_score
+from ..evaluation.report import safe_name, task_table
+from .folders import ONNX_INDEX_NAME as ONNX_INDEX
+from .folders import ONNX_SUBFOLDER, PACKAGE_DIR
 
 TEMPLATE_NAME = "mipic_model_card.md"
+
+
 CARD_TAGS = [
     "mipic",
     "matryoshka",
@@ -29,12 +31,18 @@ CARD_TAGS = [
     "sentence-transformers",
     "transformers",
 ]
+
+
 HF_TASK = {
     "sts": "sentence-similarity",
     "classification": "text-classification",
     "pair_classification": "text-classification",
 }
+
+
 METRIC_TYPE = {"spearman": "spearman_cosine"}
+
+
 METHOD_TITLES = {
     "mipic": "**MIPIC**",
     "mrl": "plain Matryoshka (**MRL**)",
@@ -42,6 +50,8 @@ METHOD_TITLES = {
     "starbucks": "**Starbucks**",
     "none": "full-width fine-tuning (no Matryoshka loss)",
 }
+
+
 PRESET_NOTES = {
     "default": "Preset `default` trains the task loss at every nested dimension and at each (dimension, layer) "
     "rung of the ladder; the paper's SIA and PIC terms are off, because removing them cost less than 0.3 "
@@ -56,7 +66,7 @@ PRESET_NOTES = {
 
 def template_path() -> Path:
     """The card template: packaged in the wheel (``mipic_hf/model_cards``) or at the checkout's root."""
-    here = Path(__file__).resolve().parent
+    here = PACKAGE_DIR
     for candidate in (here / "model_cards" / TEMPLATE_NAME, here.parent / "model_cards" / TEMPLATE_NAME):
         if candidate.is_file():
             return candidate
@@ -187,7 +197,7 @@ def render_card(
         )
         for task in results["tasks"]:
             for kind, title in (("score_vs_dim", "score vs dimension"), ("heatmap", "layer x dimension")):
-                path = f"eval/{_safe_name(task)}_{kind}.png"
+                path = f"eval/{safe_name(task)}_{kind}.png"
                 if (folder / path).is_file():
                     plots.append({"title": f"{task}: {title}", "path": path})
     card_data = ModelCardData(
@@ -243,3 +253,62 @@ def render_card(
         versions=training.get("versions") or {},
         onnx_section=onnx,
     )
+
+
+def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub: bool = False) -> str:
+    """Markdown: the budget table and an onnxruntime snippet for the graphs in ``index`` (budgets.json).
+
+    ``location`` is the folder (or, with ``hub``, the Hub repo id) the files live in; ``subfolder`` the graphs'
+    folder inside it.
+    """
+    prefix = f"{subfolder}/" if subfolder else ""
+    rows = [
+        "| file | exit layer | dimension | weights | size (MB) | checked at export on 12 sentences |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in index["budgets"]:
+        check = (
+            f"max abs diff {entry['max_abs_diff']:.1e}"
+            if entry["quantization"] is None
+            else f"cosine to float32 {entry['mean_cosine_to_fp32']:.4f} (min {entry['min_cosine_to_fp32']:.4f})"
+        )
+        rows.append(
+            f"| `{prefix}{entry['file']}` | {entry['layer']} | {entry['dimension']} | "
+            f"{entry['quantization'] or 'float32'} | {entry['size_mb']} | {check} |"
+        )
+    first = index["budgets"][0]
+    if hub:
+        fetch = (
+            "from huggingface_hub import hf_hub_download\n\n"
+            f'path = hf_hub_download("{location}", "{prefix}{first["file"]}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{location}"'
+            + (f', subfolder="{subfolder}")' if subfolder else ")")
+        )
+    else:
+        folder = f"{location}/{subfolder}" if subfolder else location
+        fetch = f'path = "{folder}/{first["file"]}"\ntokenizer = AutoTokenizer.from_pretrained("{folder}")'
+    lines = [
+        f"ONNX graphs with the budget inside (opset {index['opset']}): each one runs the encoder up to its exit "
+        "layer only, pools, keeps the first *d* coordinates"
+        + (" and L2-normalises them" if index.get("normalize", True) else "")
+        + ". Inputs `input_ids` and `attention_mask` (int64, any batch size and length, any padding side), "
+        "output `embeddings` (float32, batch x *d*).",
+        "",
+        *rows,
+        "",
+        "```python",
+        "import onnxruntime as ort",
+        "from transformers import AutoTokenizer",
+        "",
+        fetch,
+        'session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])',
+        'sentences = ["A fox naps under the old oak.", "The oak shades a sleeping fox."]',
+        "batch = tokenizer(sentences, padding=True, truncation=True"
+        + (f", max_length={index['max_seq_length']}" if index.get("max_seq_length") else "")
+        + ', return_tensors="np")',
+        'feeds = {name: batch[name].astype("int64") for name in ("input_ids", "attention_mask")}',
+        '(embeddings,) = session.run(["embeddings"], feeds)',
+        f"print(embeddings.shape)  # (2, {first['dimension']})",
+        "```",
+    ]
+    return "\n".join(lines)

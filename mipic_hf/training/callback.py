@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..wrappers import find_matryoshka_model
-from .grid import average_main_score, check_tasks, dim_key, evaluate_grid, layer_key
+from ..evaluation.grid import average_main_score, check_tasks, dim_key, evaluate_grid, layer_key
+from .unwrap import find_matryoshka_model
 
 
 def unwrap_model(model: Any) -> Any:

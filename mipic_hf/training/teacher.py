@@ -50,8 +50,8 @@ def load_teacher_model(name: str, **kwargs: Any) -> tuple[nn.Module, Any]:
     """(MatryoshkaModel, tokenizer) of a teacher: a mipic folder as saved, anything else through from_backbone."""
     from transformers import AutoTokenizer
 
-    from .export import is_mipic_folder
-    from .modeling_mipic import MatryoshkaModel
+    from ..hub.folders import is_mipic_folder
+    from ..modeling_mipic import MatryoshkaModel
 
     if is_mipic_folder(name):
         model = MatryoshkaModel.from_pretrained(name, **kwargs)

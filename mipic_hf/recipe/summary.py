@@ -1,0 +1,116 @@
+"""What a run records and prints: the recipe written back, the ``mipic_training`` summary, the closing summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..training.arguments import MIPICTrainingArguments
+from .arguments import MINILM_HUB_ID, MINILM_PACKAGE
+from .plan import Plan
+
+
+def recipe_sections(plan: Plan) -> dict[str, Any]:
+    """The run's recipe as YAML sections: every value that differs from its default (never the token)."""
+    from transformers import TrainingArguments
+
+    from .parser import SECTIONS
+
+    sections: dict[str, Any] = {}
+    for name, args in (
+        ("model", plan.model_args),
+        ("data", plan.data_args),
+        ("lora", plan.lora_args),
+        ("eval", plan.eval_args),
+        ("export", plan.export_args),
+    ):
+        defaults = asdict(type(args)())
+        sections[name] = {k: v for k, v in asdict(args).items() if v != defaults[k]}
+    sections["loss"] = {"method": plan.training_args.method, "preset": plan.training_args.preset}
+    given = plan.training_args.to_dict()
+    given["push_to_hub"] = plan.push is not None
+    defaults = MIPICTrainingArguments(output_dir=plan.training_args.output_dir).to_dict()
+    base_fields = set(TrainingArguments.__dataclass_fields__)
+    for key, value in given.items():
+        if key == "hub_token" or value == defaults.get(key) or not isinstance(value, (str, int, float, bool, list)):
+            continue
+        section = next((s for s in ("loss", "teacher", "hub", "training") if key in SECTIONS[s]), None)
+        if section is None and key in base_fields:
+            section = "training"
+        if section is not None:
+            sections.setdefault(section, {})[key] = value
+    order = ("model", "data", "loss", "teacher", "lora", "eval", "export", "hub", "training")
+    return {name: sections[name] for name in order if sections.get(name)}
+
+
+def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
+    """What config.json's ``mipic_training`` records: objective, ladder, data, steps, LoRA, versions."""
+    from ..losses.objective import resolve_settings
+
+    t, obj = plan.training_args, plan.objective
+    backbone = plan.model_args.backbone
+    summary: dict[str, Any] = {
+        "run_name": Path(t.output_dir).name,
+        "method": t.method,
+        "preset": t.preset if t.method == "mipic" else None,
+        "task_loss": plan.task,
+        "base_model": MINILM_HUB_ID if backbone == MINILM_PACKAGE else backbone,
+        "train_data": plan.data_args.train_data,
+        "train_rows": len(plan.train_dataset) if plan.train_dataset is not None else None,
+        "dropped_rows": plan.dropped_rows,
+        "steps": steps,
+        "batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * max(1, t.world_size),
+        "learning_rate": t.learning_rate,
+        "train_seconds": round(seconds, 1),
+        "license": plan.export_args.license,
+    }
+    if t.method == "mipic":
+        settings = resolve_settings(t)
+        settings["alpha"] = obj.alpha
+        summary["alpha"] = obj.alpha
+        summary["settings"] = settings
+        summary["pic_ladder"] = [list(rung) for rung in obj.ladder]
+        summary["terms"] = {"sia": obj.sia is not None, "pic": obj.pic is not None, "rung": bool(obj.pic_task_weight)}
+        if obj.sia is not None:
+            summary["sia_layers"] = list(obj.sia.layers)
+            summary["sia_prefix_dims"] = list(obj.sia.prefix_dims)
+    elif hasattr(obj, "pairs"):
+        summary["pairs"] = [list(pair) for pair in obj.pairs]
+    if plan.lora_args.use_lora:
+        from ..training.lora import lora_targets
+
+        lora = plan.lora_args
+        targets = lora_targets(plan.config.text_config.model_type, lora.lora_target_modules)
+        summary["lora"] = {"r": lora.lora_r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout, "targets": targets}
+    summary["versions"] = framework_versions()
+    return summary
+
+
+def framework_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("mipic-hf", "torch", "transformers", "peft", "huggingface-hub", "datasets", "sentence-transformers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print("\n== mipic-hf run finished ==")
+    for line in summary.get("summary_lines", []):
+        print("  " + line)
+    if "dropped_rows" in summary:
+        print(f"  data       {summary['dropped_rows']} training row(s) with an invalid text cell dropped")
+    print(f"  run        {summary['model_dir']}")
+    if summary.get("export_dir"):
+        print(f"  export     {summary['export_dir']}  (AutoModel.from_pretrained(..., trust_remote_code=True),")
+        print("             SentenceTransformer(..., trust_remote_code=True, truncate_dim=d); README.md is its card)")
+    if summary.get("pushed"):
+        print(f"  pushed     {summary['pushed']}")
+    for name, path in summary.get("outputs", {}).items():
+        print(f"  {name:<10} {path}")
+    print(f"  time       {summary['total_seconds']} s (training {summary['train_seconds']} s)")

@@ -1,0 +1,106 @@
+"""The package's layout rules, read from the source: imports run one way (cli -> recipe -> training -> hub ->
+evaluation -> losses / data -> modeling), the two modeling files that travel to the Hub import nothing else of
+ours, and no module imports another module's private name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mipic_hf"
+# Each layer may import its own package and any layer of lower rank. The top-level command shims
+# (``python -m mipic_hf.run`` ...) and ``__init__`` sit above the command line.
+RANK = {
+    "modeling": 0,  # configuration_mipic.py and modeling_mipic.py
+    "data": 1,
+    "losses": 1,
+    "evaluation": 2,
+    "hub": 3,
+    "training": 4,
+    "recipe": 5,
+    "cli": 6,
+}
+TOP = 7
+
+
+def layer_of(module: str) -> str:
+    """``mipic_hf.hub.card`` -> ``hub``; a top-level module is its own name."""
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else "__init__"
+    return "modeling" if name in ("configuration_mipic", "modeling_mipic") else name
+
+
+def rank_of(module: str) -> int:
+    return RANK.get(layer_of(module), TOP)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(imported module, imported names, line) for every import of ours in ``path``, relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [a.name for a in node.names]
+            if target.startswith("mipic_hf"):
+                if not node.module:  # from . import x: x is a module
+                    found += [(f"{target}.{n}", [], node.lineno) for n in names]
+                else:
+                    found.append((target, names, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names if a.name.startswith("mipic_hf")]
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_the_walk_sees_the_package():
+    """The walk is not vacuous: it finds every layer and resolves relative imports to real modules."""
+    assert {layer_of(module_name(p)) for p in SOURCES} >= set(RANK)
+    edges = {(module_name(p), target) for p in SOURCES for target, _, _ in imports(p)}
+    assert ("mipic_hf.hub.export", "mipic_hf.hub.card") in edges
+    assert ("mipic_hf.recipe.plan", "mipic_hf.recipe.checks") in edges
+    assert ("mipic_hf.modeling_mipic", "mipic_hf.configuration_mipic") in edges
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_one_way(path: Path):
+    here = module_name(path)
+    wrong = [
+        f"line {line}: {here} (rank {rank_of(here)}) imports {target} (rank {rank_of(target)})"
+        for target, _, line in imports(path)
+        if layer_of(target) != layer_of(here) and rank_of(target) >= rank_of(here)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", ["configuration_mipic", "modeling_mipic"])
+def test_hub_code_files_are_self_contained(name: str):
+    """The files copied into every export import nothing of ours but each other (they run from the Hub)."""
+    allowed = {"mipic_hf.configuration_mipic", "mipic_hf.modeling_mipic"}
+    targets = {target for target, _, _ in imports(PACKAGE / f"{name}.py")}
+    assert targets <= allowed, targets - allowed
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_name_crosses_a_module(path: Path):
+    private = [
+        f"line {line}: {name} from {target}"
+        for target, names, line in imports(path)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not private, "\n".join(private)
