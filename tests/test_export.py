@@ -197,12 +197,12 @@ def test_bad_exports_fail_before_writing(runs: dict[str, Path], tmp_path: Path, 
     assert [p.name for p in taken.iterdir()] == ["mine.txt"]
 
     # A failure half-way leaves neither the output nor a partial folder behind, and keeps the old folder.
-    import mipic_hf.hub.card as model_card
+    import mipic_hf.hub.export as export_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(model_card, "render_card", broken)
+    monkeypatch.setattr(export_module, "render_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_run(runs["bert"], tmp_path / "o3")
     with pytest.raises(RuntimeError, match="disk full"):

@@ -1,7 +1,7 @@
 """``python -m mipic_hf.publish OUT_DIR --repo_id org/name [--private] [--revision BRANCH]``.
 
 Uploads an export folder (``mipic_hf.export``) to the Hub with ``HfApi.create_repo`` + ``upload_folder``.
-The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``), read by huggingface_hub, and is never
+The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``) and is never
 printed. Without a token or without network the command fails with one line and the folder is untouched;
 when the card names another repo id, README.md is rendered again for ``--repo_id`` before the upload.
 """

@@ -1,5 +1,5 @@
 """Uploads an export folder (``mipic_hf.export``) to the Hub with ``HfApi.create_repo`` + ``upload_folder``.
-The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``), read by huggingface_hub, and is never
+The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``) and is never
 printed. Without a token or without network the command fails with one line and the folder is untouched;
 when the card names another repo id, README.md is rendered again for ``--repo_id`` before the upload.
 """
@@ -23,7 +23,7 @@ def resolve_token(token: str | None = None) -> str:
     """``token``, else HF_TOKEN, else the stored login; PublishError when there is none."""
     from huggingface_hub import get_token
 
-    token = token or get_token()  # get_token reads HF_TOKEN first, then the stored login
+    token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (needs write access)")
     return token

@@ -33,10 +33,11 @@ def execute(plan: Plan) -> dict[str, Any]:
 
     from ..evaluation.grid import evaluate_grid
     from ..evaluation.report import summary_lines, write_outputs
+    from ..hub.folders import ADAPTER_DIR
     from ..modeling_mipic import MatryoshkaModel
     from ..training.callback import MatryoshkaEvalCallback
     from ..training.collator import MatryoshkaDataCollator
-    from ..training.lora import ADAPTER_DIR, apply_lora, merge_lora, save_adapter
+    from ..training.lora import apply_lora, merge_lora, save_adapter
     from ..training.rotation import fit_output_rotation
     from ..training.trainer import MIPICTrainer
 

@@ -99,7 +99,7 @@ class MIPICTrainer(Trainer):
 
     def _build_teacher(self, model: Any, tokenizer: Any, collator: Any) -> tuple[Any, Any]:
         """The frozen teacher and its loss when ``teacher_model`` or ``teacher_cache`` is set."""
-        from .losses.teacher import TeacherRelationLoss
+        from ..losses.teacher_relation import TeacherRelationLoss
         from .teacher import build_teacher
 
         args = self.args
