@@ -1,14 +1,17 @@
-"""Checks a run makes before any work: the teacher, the training numbers, the score range, the Hub push."""
+"""Checks a run makes before any work: training numbers, model switches, the teacher, the score range, the
+learning signal, evaluation, LoRA, the output folders and the Hub push."""
 
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..training.arguments import MIPICTrainingArguments
-from .arguments import RecipeError
+from ..training.rotation import ROTATION_CHOICES
+from .arguments import EvalArguments, ExportArguments, LoraArguments, ModelArguments, RecipeError
 from .parser import offline
 
 
@@ -104,3 +107,85 @@ def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) ->
     except PublishError as err:
         raise RecipeError(f"hub.push_to_hub: {err}") from None
     return PushTarget(repo_id, training_args.hub_private_repo, training_args.hub_revision, token)
+
+
+def check_model_switches(model_args: ModelArguments) -> None:
+    """model.output_rotation, rotation_max_texts and dtype: closed sets and bounds."""
+    if model_args.output_rotation not in ROTATION_CHOICES:
+        raise RecipeError(
+            f"model.output_rotation must be one of {', '.join(ROTATION_CHOICES)}, got {model_args.output_rotation!r}"
+        )
+    if model_args.rotation_max_texts < 2:
+        raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
+    if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
+        raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
+
+
+def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
+    """A run without the task loss needs something else to learn from (MIPIC's terms or a teacher)."""
+    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache)
+    if training_args.task_weight == 0 and training_args.method != "mipic" and not has_teacher:
+        raise RecipeError(
+            f"loss.task_weight 0 leaves method {training_args.method} nothing to learn from; set a teacher "
+            "(teacher.teacher_model) or a task_weight > 0"
+        )
+
+
+def check_eval(eval_args: EvalArguments, hidden: int, num_layers: int) -> None:
+    """Known tasks; dims and layers inside the backbone."""
+    from ..data import BENCHMARKS
+
+    unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
+    if unknown:
+        raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")
+    bad = [d for d in eval_args.eval_dims or [] if not 1 <= d <= hidden]
+    if bad:
+        raise RecipeError(f"eval.eval_dims must lie in 1..{hidden}, got {bad}")
+    bad = [layer for layer in eval_args.eval_layers or [] if not 1 <= layer <= num_layers]
+    if bad:
+        raise RecipeError(f"eval.eval_layers must lie in 1..{num_layers}, got {bad}")
+
+
+def check_lora(lora_args: LoraArguments, export_args: ExportArguments, model_type: str, skeleton: Any) -> None:
+    """LoRA targets (against the backbone's module names when ``skeleton`` is given), rank, alpha and dropout;
+    an adapter-only export needs LoRA."""
+    if not lora_args.use_lora:
+        if export_args.adapter_only:
+            raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
+        return
+    from ..training.lora import check_targets, lora_targets
+
+    try:
+        targets = lora_targets(model_type, lora_args.lora_target_modules)
+        if skeleton is not None:  # apply_lora checks again after loading
+            check_targets(skeleton, targets)
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
+    if lora_args.lora_r < 1:
+        raise RecipeError(f"lora.lora_r must be >= 1, got {lora_args.lora_r}")
+    if lora_args.lora_alpha <= 0:
+        raise RecipeError(f"lora.lora_alpha must be > 0, got {lora_args.lora_alpha}")
+    if not 0 <= lora_args.lora_dropout < 1:
+        raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
+
+
+def check_output_folders(
+    training_args: MIPICTrainingArguments, export_args: ExportArguments, overwrite: bool
+) -> str | None:
+    """output_dir and the export folder: absent or empty unless overwriting (or resuming); returns the export
+    folder (None without an export)."""
+    out = Path(training_args.output_dir)
+    resuming = bool(training_args.resume_from_checkpoint)
+    if out.exists() and any(out.iterdir()) and not overwrite and not resuming:
+        raise RecipeError(
+            f"output_dir '{out}' exists and is not empty; pass --overwrite_output_dir or another --output_dir"
+        )
+    if not export_args.export_model:
+        return None
+    export_dir = export_args.export_dir or str(out / "export")
+    target = Path(export_dir)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise RecipeError(
+            f"export.export_dir '{target}' exists and is not empty; pass --overwrite_output_dir or another --export_dir"
+        )
+    return export_dir

@@ -26,23 +26,14 @@ def rotation_fit_texts(plan: Plan) -> list[str] | None:
     return training_texts(data, columns, plan.model_args.rotation_max_texts, plan.training_args.seed)
 
 
-def execute(plan: Plan) -> dict[str, Any]:
-    """Train, save, evaluate, export, push; returns the summary (paths and grid results)."""
+def load_model(plan: Plan) -> tuple[Any, Any]:
+    """The MatryoshkaModel around the backbone (dtype and revision from the recipe) and its tokenizer."""
     import torch
     from transformers import AutoTokenizer
 
-    from ..evaluation.grid import evaluate_grid
-    from ..evaluation.report import summary_lines, write_outputs
-    from ..hub.folders import ADAPTER_DIR
     from ..modeling_mipic import MatryoshkaModel
-    from ..training.callback import MatryoshkaEvalCallback
-    from ..training.collator import MatryoshkaDataCollator
-    from ..training.lora import apply_lora, merge_lora, save_adapter
-    from ..training.rotation import fit_output_rotation
-    from ..training.trainer import MIPICTrainer
 
-    args, m = plan.training_args, plan.model_args
-    start = time.time()
+    m = plan.model_args
     kwargs: dict[str, Any] = {}
     if m.dtype:
         kwargs["dtype"] = getattr(torch, m.dtype)
@@ -61,58 +52,76 @@ def execute(plan: Plan) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(
         plan.backbone_path, revision=m.revision, trust_remote_code=m.trust_backbone_code
     )
+    return model, tokenizer
+
+
+def eval_budgets(plan: Plan) -> tuple[list[int], list[int]]:
+    """The (dims, layers) the run is scored at: the recipe's, else every trained one."""
     dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
     layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
+    return dims, layers
 
-    def grid() -> dict[str, Any]:
-        e = plan.eval_args
-        return evaluate_grid(
+
+def score(plan: Plan, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """The evaluation grid of ``model`` on the recipe's tasks."""
+    from ..evaluation.grid import evaluate_grid
+
+    e = plan.eval_args
+    dims, layers = eval_budgets(plan)
+    return evaluate_grid(
+        model,
+        tokenizer,
+        e.eval_tasks,
+        dims=dims,
+        layers=layers,
+        batch_size=e.eval_batch_size,
+        max_samples=e.eval_max_samples,
+        split=e.eval_split,
+    )
+
+
+def wrap_lora(plan: Plan, model: Any) -> None:
+    """PEFT LoRA adapters on the backbone, as the recipe's ``lora`` section says."""
+    from ..training.lora import apply_lora
+
+    lora, args = plan.lora_args, plan.training_args
+    try:
+        apply_lora(
             model,
-            tokenizer,
-            e.eval_tasks,
-            dims=dims,
-            layers=layers,
-            batch_size=e.eval_batch_size,
-            max_samples=e.eval_max_samples,
-            split=e.eval_split,
+            r=lora.lora_r,
+            alpha=lora.lora_alpha,
+            dropout=lora.lora_dropout,
+            target_modules=lora.lora_target_modules,
+            gradient_checkpointing=bool(args.gradient_checkpointing or getattr(args, "activation_checkpointing", 0)),
         )
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
 
-    # the starting checkpoint, scored once (before any rotation or training)
-    base_results = grid() if plan.eval_args.eval_tasks and plan.eval_args.eval_base else None
-    rotation_texts = rotation_fit_texts(plan)
-    if m.output_rotation == "before":
-        fit_output_rotation(model, tokenizer, rotation_texts)
-    if plan.lora_args.use_lora:
-        lora = plan.lora_args
-        try:
-            apply_lora(
-                model,
-                r=lora.lora_r,
-                alpha=lora.lora_alpha,
-                dropout=lora.lora_dropout,
-                target_modules=lora.lora_target_modules,
-                gradient_checkpointing=bool(
-                    args.gradient_checkpointing or getattr(args, "activation_checkpointing", 0)
-                ),
-            )
-        except ValueError as err:
-            raise RecipeError(str(err)) from None
+
+def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
+    """MIPICTrainer with the plan's objective, the length-capped collator and the evaluation callback."""
+    from ..training.callback import MatryoshkaEvalCallback
+    from ..training.collator import MatryoshkaDataCollator
+    from ..training.trainer import MIPICTrainer
+
+    e, args = plan.eval_args, plan.training_args
     callbacks = []
-    if plan.eval_args.eval_during_training and plan.eval_args.eval_tasks:
+    if e.eval_during_training and e.eval_tasks:
+        dims, layers = eval_budgets(plan)
         callbacks.append(
             MatryoshkaEvalCallback(
                 tokenizer,
-                plan.eval_args.eval_tasks,
+                e.eval_tasks,
                 dims=dims,
                 layers=layers,
-                max_samples=plan.eval_args.eval_max_samples,
+                max_samples=e.eval_max_samples,
                 eval_steps=args.eval_steps,
             )
         )
     collator = None
     if plan.data_args.train_max_length:
         collator = MatryoshkaDataCollator(tokenizer, max_length=plan.data_args.train_max_length)
-    trainer = MIPICTrainer(
+    return MIPICTrainer(
         model=model,
         args=args,
         data_collator=collator,
@@ -121,57 +130,109 @@ def execute(plan: Plan) -> dict[str, Any]:
         objective=plan.objective,
         callbacks=callbacks or None,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    out = Path(args.output_dir)
-    main_process = trainer.is_world_process_zero()  # multi-process: only rank 0 writes
-    if plan.lora_args.use_lora:
-        if main_process:
-            save_adapter(model, out / ADAPTER_DIR, base_model=plan.backbone_path)
-        merge_lora(model)
-    if m.output_rotation == "after":
-        fit_output_rotation(model, tokenizer, rotation_texts)
-    train_time = time.time() - start
-    model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_time)
-    trainer.save_model(str(out))  # every rank calls it (sharded engines gather here); rank 0 writes
-    if not main_process:
-        return {"model_dir": str(out), "train_seconds": round(train_time, 1), "secondary_rank": True}
-    tokenizer.save_pretrained(str(out))
-    recipe = yaml.safe_dump(recipe_sections(plan), sort_keys=False, default_flow_style=None)
-    (out / "mipic_recipe.yaml").write_text(recipe, encoding="utf-8")
 
-    summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_time, 1)}
+
+def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
+    """Rotation fit (before), LoRA, training, the adapter saved and merged, rotation fit (after); returns the
+    trainer."""
+    from ..hub.folders import ADAPTER_DIR
+    from ..training.lora import merge_lora, save_adapter
+    from ..training.rotation import fit_output_rotation
+
+    rotation_texts = rotation_fit_texts(plan)
+    if plan.model_args.output_rotation == "before":
+        fit_output_rotation(model, tokenizer, rotation_texts)
+    if plan.lora_args.use_lora:
+        wrap_lora(plan, model)
+    trainer = build_trainer(plan, model, tokenizer)
+    trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
+    if plan.lora_args.use_lora:
+        if trainer.is_world_process_zero():  # multi-process: only rank 0 writes
+            save_adapter(model, Path(plan.training_args.output_dir) / ADAPTER_DIR, base_model=plan.backbone_path)
+        merge_lora(model)
+    if plan.model_args.output_rotation == "after":
+        fit_output_rotation(model, tokenizer, rotation_texts)
+    return trainer
+
+
+def save(plan: Plan, model: Any, trainer: Any, tokenizer: Any, train_seconds: float) -> Path:
+    """The model (with its ``mipic_training`` summary) through the Trainer on every rank; the tokenizer and
+    ``mipic_recipe.yaml`` on rank 0."""
+    out = Path(plan.training_args.output_dir)
+    model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_seconds)
+    trainer.save_model(str(out))  # every rank calls it (sharded engines gather here); rank 0 writes
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        recipe = yaml.safe_dump(recipe_sections(plan), sort_keys=False, default_flow_style=None)
+        (out / "mipic_recipe.yaml").write_text(recipe, encoding="utf-8")
+    return out
+
+
+def evaluate(plan: Plan, model: Any, tokenizer: Any, base_results: dict[str, Any] | None, out: Path) -> dict:
+    """Score the trained model (next to the starting checkpoint's scores) and write ``eval/``; the summary's
+    entries."""
+    from ..evaluation.report import summary_lines, write_outputs
+
+    results = score(plan, model, tokenizer)
+    if base_results is not None:
+        results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
+    outputs = write_outputs(results, out / "eval")
+    return {
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "results": results,
+        "summary_lines": summary_lines(results),
+    }
+
+
+def export(plan: Plan, out: Path) -> str:
+    """The export folder others load (``mipic_hf.hub.export``)."""
+    from ..hub.export import export_run
+
+    repo_id = plan.push.repo_id if plan.push else plan.training_args.hub_model_id
+    path = export_run(
+        out,
+        plan.export_dir,
+        adapter_only=plan.export_args.adapter_only,
+        overwrite=plan.run_args.overwrite_output_dir,
+        repo_id=repo_id,
+        license=plan.export_args.license,
+    )
+    return str(path)
+
+
+def push(plan: Plan) -> str:
+    """Upload the export folder to the Hub; the commit URL."""
+    from ..hub.publish import PublishError, publish
+
+    target = plan.push
+    try:
+        return publish(
+            plan.export_dir, target.repo_id, private=target.private, revision=target.revision, token=target.token
+        )
+    except PublishError as err:
+        raise RecipeError(f"hub.push_to_hub: {err} (the export is kept in {plan.export_dir})") from None
+
+
+def execute(plan: Plan) -> dict[str, Any]:
+    """Train, save, evaluate, export, push; returns the summary (paths and grid results)."""
+    start = time.time()
+    model, tokenizer = load_model(plan)
+    evaluating = bool(plan.eval_args.eval_tasks)
+    # the starting checkpoint, scored once (before any rotation or training)
+    base_results = score(plan, model, tokenizer) if evaluating and plan.eval_args.eval_base else None
+    trainer = train(plan, model, tokenizer)
+    train_seconds = time.time() - start
+    out = save(plan, model, trainer, tokenizer, train_seconds)
+    summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_seconds, 1)}
+    if not trainer.is_world_process_zero():
+        return {**summary, "secondary_rank": True}
     if plan.data_args.drop_invalid_rows:
         summary["dropped_rows"] = plan.dropped_rows
-    if plan.eval_args.eval_tasks:
-        results = grid()
-        if base_results is not None:
-            results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
-        summary["outputs"] = {k: str(v) for k, v in write_outputs(results, out / "eval").items()}
-        summary["results"] = results
-        summary["summary_lines"] = summary_lines(results)
+    if evaluating:
+        summary.update(evaluate(plan, model, tokenizer, base_results, out))
     if plan.export_dir is not None:
-        from ..hub.export import export_run
-
-        repo_id = plan.push.repo_id if plan.push else args.hub_model_id
-        summary["export_dir"] = str(
-            export_run(
-                out,
-                plan.export_dir,
-                adapter_only=plan.export_args.adapter_only,
-                overwrite=plan.run_args.overwrite_output_dir,
-                repo_id=repo_id,
-                license=plan.export_args.license,
-            )
-        )
+        summary["export_dir"] = export(plan, out)
     if plan.push:
-        from ..hub.publish import PublishError, publish
-
-        push = plan.push
-        try:
-            summary["pushed"] = publish(
-                plan.export_dir, push.repo_id, private=push.private, revision=push.revision, token=push.token
-            )
-        except PublishError as err:
-            raise RecipeError(f"hub.push_to_hub: {err} (the export is kept in {plan.export_dir})") from None
+        summary["pushed"] = push(plan)
     summary["total_seconds"] = round(time.time() - start, 1)
     return summary

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..losses.mipic import MIPICLoss
 from ..training.arguments import MIPICTrainingArguments
-from ..training.rotation import ROTATION_CHOICES, resolve_rotation
+from ..training.rotation import resolve_rotation
 from ..training.tasks import infer_task
 from .arguments import (
     MINILM_PACKAGE,
@@ -22,7 +21,18 @@ from .arguments import (
     RecipeError,
     RunArguments,
 )
-from .checks import PushTarget, check_push, check_score_range, check_teacher, check_training_numbers
+from .checks import (
+    PushTarget,
+    check_eval,
+    check_learning_signal,
+    check_lora,
+    check_model_switches,
+    check_output_folders,
+    check_push,
+    check_score_range,
+    check_teacher,
+    check_training_numbers,
+)
 from .parser import offline
 
 KIND_TO_TASK = {
@@ -203,16 +213,11 @@ def infer_kind(data_args: DataArguments) -> str:
     raise RecipeError(f"data.train_kind is required for '{source}'; one of {', '.join(KINDS)}")
 
 
-def build_plan(args: tuple[Any, ...]) -> Plan:
-    """Validate everything and resolve the run; writes nothing."""
+def build_config(model_args: ModelArguments, path: str, text_config: Any, shape_only: bool) -> Any:
+    """The MatryoshkaConfig the run trains: pooling and max length from the recipe, else from the backbone's own
+    sentence-transformers files."""
     from ..configuration_mipic import MatryoshkaConfig
-    from ..data import BENCHMARKS, is_benchmark_list, looks_like_path, read_train_data
-    from ..losses.objective import build_objective
 
-    model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
-    check_training_numbers(training_args)
-    path = resolve_backbone(model_args.backbone)
-    text_config, shape_only = backbone_config(model_args, path)
     st_settings: dict[str, Any] = {}
     if not shape_only and model_args.pooling is None:
         from ..modeling_mipic import sentence_transformers_settings
@@ -224,7 +229,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         except ValueError as err:
             raise RecipeError(f"model.{err}") from None
     try:
-        config = MatryoshkaConfig(
+        return MatryoshkaConfig(
             text_config=text_config,
             matryoshka_dimensions=model_args.matryoshka_dimensions,
             matryoshka_layers=model_args.matryoshka_layers,
@@ -234,139 +239,108 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         )
     except ValueError as err:
         raise RecipeError(f"model.{err}") from None
-    if model_args.output_rotation not in ROTATION_CHOICES:
-        raise RecipeError(
-            f"model.output_rotation must be one of {', '.join(ROTATION_CHOICES)}, got {model_args.output_rotation!r}"
-        )
-    if model_args.rotation_max_texts < 2:
-        raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
-    if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
-        raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
-    if not data_args.train_data:
+
+def read_plan_data(data_args: DataArguments, dry_run: bool) -> tuple[str, Any, str, int]:
+    """(kind, dataset or None, the plan's data line, rows dropped): local data and benchmarks are read and
+    checked now; a Hub dataset too unless offline (a dry run then notes it, a real run fails)."""
+    from ..data import BENCHMARKS, is_benchmark_list, looks_like_path, read_train_data
+
+    source = data_args.train_data
+    if not source:
         raise RecipeError("data.train_data is required (a benchmark name, a local file, or a Hub dataset id)")
     kind = infer_kind(data_args)
     columns = parse_columns(data_args.train_columns)
-    is_local = (
-        data_args.train_data in BENCHMARKS
-        or is_benchmark_list(data_args.train_data)
-        or os.path.exists(data_args.train_data)
-    )
-    if not is_local and looks_like_path(data_args.train_data):
-        raise RecipeError(
-            f"data.train_data '{data_args.train_data}' does not exist (a file, a folder or a benchmark name)"
+    is_local = source in BENCHMARKS or is_benchmark_list(source) or os.path.exists(source)
+    if not is_local and looks_like_path(source):
+        raise RecipeError(f"data.train_data '{source}' does not exist (a file, a folder or a benchmark name)")
+    if not is_local and offline():
+        if dry_run:
+            return kind, None, f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)", 0
+        raise RecipeError(f"data.train_data '{source}' is a Hub dataset, but HF_HUB_OFFLINE is set")
+    try:
+        dataset, dropped = read_train_data(
+            source,
+            kind,
+            columns=columns,
+            split=data_args.train_split,
+            max_samples=data_args.max_train_samples,
+            drop_invalid_rows=data_args.drop_invalid_rows,
         )
-    train_dataset, data_note, dropped = None, "", 0
-    if is_local or not offline():
-        try:
-            train_dataset, dropped = read_train_data(
-                data_args.train_data,
-                kind,
-                columns=columns,
-                split=data_args.train_split,
-                max_samples=data_args.max_train_samples,
-                drop_invalid_rows=data_args.drop_invalid_rows,
-            )
-        except (OSError, ValueError) as err:
-            message, name = str(err).splitlines()[0], data_args.train_data
-            for said in (f"train data {name!r}: ", f"train data {name!r} ", f"train file {name!r} "):
-                message = message.removeprefix(said)  # the line names the source once
-            raise RecipeError(f"data.train_data '{name}': {message}") from None
-        check_score_range(train_dataset, data_args.score_range)
-        data_note = f"{len(train_dataset)} rows, kind {kind}, columns {', '.join(train_dataset.column_names)}"
-        if data_args.drop_invalid_rows:
-            data_note += f"; {dropped} row(s) with an invalid text cell dropped"
-    elif run_args.dry_run:
-        data_note = f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)"
-    else:
-        raise RecipeError(f"data.train_data '{data_args.train_data}' is a Hub dataset, but HF_HUB_OFFLINE is set")
+    except (OSError, ValueError) as err:
+        message = str(err).splitlines()[0]
+        for said in (f"train data {source!r}: ", f"train data {source!r} ", f"train file {source!r} "):
+            message = message.removeprefix(said)  # the line names the source once
+        raise RecipeError(f"data.train_data '{source}': {message}") from None
+    check_score_range(dataset, data_args.score_range)
+    note = f"{len(dataset)} rows, kind {kind}, columns {', '.join(dataset.column_names)}"
+    if data_args.drop_invalid_rows:
+        note += f"; {dropped} row(s) with an invalid text cell dropped"
+    return kind, dataset, note, dropped
 
+
+def resolve_task(training_args: MIPICTrainingArguments, kind: str, dataset: Any) -> tuple[str, int | None]:
+    """The task loss (``auto``: from the data kind) and, for classification, the number of labels."""
     task = KIND_TO_TASK[kind] if training_args.task_loss == "auto" else training_args.task_loss
     num_labels = training_args.num_labels
     if task == "classification" and num_labels is None:
-        if train_dataset is not None:
-            num_labels = infer_task(train_dataset)[1]
-        else:
-            num_labels = 2  # placeholder for an offline dry run; the real count comes from the data
-    # The auxiliary modules' initial weights follow the run's seed (reproducible, and equal on every rank).
+        # 2 is a placeholder for an offline dry run; the real count comes from the data
+        num_labels = infer_task(dataset)[1] if dataset is not None else 2
+    return task, num_labels
+
+
+def plan_objective(training_args: MIPICTrainingArguments, config: Any, task: str, num_labels: int | None) -> Any:
+    """The objective, built once to validate every loss option; its modules' initial weights follow the run's
+    seed (reproducible, and equal on every rank)."""
     from transformers import set_seed
+
+    from ..losses.objective import build_objective
 
     set_seed(training_args.seed)
     try:
-        objective = build_objective(training_args, config, task, num_labels)
+        return build_objective(training_args, config, task, num_labels)
     except ValueError as err:
         raise RecipeError(f"loss.{err}") from None
 
+
+def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | None:
+    """Optimizer steps the run will take (None when the data is not read yet)."""
+    if training_args.max_steps and training_args.max_steps > 0:
+        return training_args.max_steps
+    if dataset is None:
+        return None
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    return math.ceil(len(dataset) / per_step) * math.ceil(training_args.num_train_epochs)
+
+
+def build_plan(args: tuple[Any, ...]) -> Plan:
+    """Validate everything and resolve the run; writes nothing."""
+    model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
+    check_training_numbers(training_args)
+    path = resolve_backbone(model_args.backbone)
+    text_config, shape_only = backbone_config(model_args, path)
+    config = build_config(model_args, path, text_config, shape_only)
+    check_model_switches(model_args)
+    kind, train_dataset, data_note, dropped = read_plan_data(data_args, run_args.dry_run)
+    task, num_labels = resolve_task(training_args, kind, train_dataset)
+    objective = plan_objective(training_args, config, task, num_labels)
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
     check_teacher(training_args, hidden, num_layers)
-    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache)
-    if training_args.task_weight == 0 and training_args.method != "mipic" and not has_teacher:
-        raise RecipeError(
-            f"loss.task_weight 0 leaves method {training_args.method} nothing to learn from; set a teacher "
-            "(teacher.teacher_model) or a task_weight > 0"
-        )
-    unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
-    if unknown:
-        raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")
-    bad = [d for d in eval_args.eval_dims or [] if not 1 <= d <= hidden]
-    if bad:
-        raise RecipeError(f"eval.eval_dims must lie in 1..{hidden}, got {bad}")
-    bad = [layer for layer in eval_args.eval_layers or [] if not 1 <= layer <= num_layers]
-    if bad:
-        raise RecipeError(f"eval.eval_layers must lie in 1..{num_layers}, got {bad}")
-    if lora_args.use_lora:
-        from ..training.lora import check_targets, lora_targets
-
-        try:
-            targets = lora_targets(text_config.model_type, lora_args.lora_target_modules)
-        except ValueError as err:
-            raise RecipeError(str(err)) from None
-        skeleton = None
-        if not shape_only:  # a shape-only config (offline dry run) may not build; apply_lora checks after loading
-            skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
-        if skeleton is not None:
-            try:
-                check_targets(skeleton, targets)
-            except ValueError as err:
-                raise RecipeError(str(err)) from None
-        if lora_args.lora_r < 1:
-            raise RecipeError(f"lora.lora_r must be >= 1, got {lora_args.lora_r}")
-        if lora_args.lora_alpha <= 0:
-            raise RecipeError(f"lora.lora_alpha must be > 0, got {lora_args.lora_alpha}")
-        if not 0 <= lora_args.lora_dropout < 1:
-            raise RecipeError(f"lora.lora_dropout must lie in [0, 1), got {lora_args.lora_dropout}")
-    elif export_args.adapter_only:
-        raise RecipeError("export.adapter_only needs lora.use_lora: true (there is no adapter otherwise)")
+    check_learning_signal(training_args)
+    check_eval(eval_args, hidden, num_layers)
+    skeleton = None
+    if lora_args.use_lora and not shape_only:  # a shape-only config (offline dry run) may not build
+        skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
+    check_lora(lora_args, export_args, text_config.model_type, skeleton)
     if model_args.output_rotation in ("before", "after") and export_args.adapter_only:
         raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
     model_args.output_rotation = resolve_rotation(model_args.output_rotation, lora_args.use_lora)
-    out = Path(training_args.output_dir)
-    resuming = bool(training_args.resume_from_checkpoint)
-    if out.exists() and any(out.iterdir()) and not run_args.overwrite_output_dir and not resuming:
-        raise RecipeError(
-            f"output_dir '{out}' exists and is not empty; pass --overwrite_output_dir or another --output_dir"
-        )
-    export_dir = None
-    if export_args.export_model:
-        export_dir = export_args.export_dir or str(out / "export")
-        target = Path(export_dir)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not run_args.overwrite_output_dir:
-            raise RecipeError(
-                f"export.export_dir '{target}' exists and is not empty; pass --overwrite_output_dir or another "
-                "--export_dir"
-            )
+    export_dir = check_output_folders(training_args, export_args, run_args.overwrite_output_dir)
     push = None
     if training_args.push_to_hub:
         push = check_push(training_args, export_dir)
         training_args.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
     training_args.hub_token = None  # never pickled into training_args.bin; the push keeps its own copy
-
-    steps = None
-    if training_args.max_steps and training_args.max_steps > 0:
-        steps = training_args.max_steps
-    elif train_dataset is not None:
-        per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-        steps = math.ceil(len(train_dataset) / per_step) * math.ceil(training_args.num_train_epochs)
     return Plan(
         model_args,
         data_args,
@@ -383,7 +357,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         objective,
         train_dataset,
         data_note,
-        steps,
+        planned_steps(training_args, train_dataset),
         export_dir=export_dir,
         push=push,
         dropped_rows=dropped,
