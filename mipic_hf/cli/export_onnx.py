@@ -21,7 +21,7 @@ import sys
 
 from ..hub.folders import ONNX_INDEX_NAME as INDEX_NAME
 from ..hub.folders import ExportError
-from ..hub.onnx import MIN_OPSET, export_onnx, load_config, parse_budgets
+from ..hub.onnx import MIN_OPSET, QUANTIZATIONS, export_onnx, load_config, parse_budgets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=int, nargs="+", help="trained exit layer(s) (default: the config's)")
     parser.add_argument("--budgets", nargs="+", metavar="LAYER:DIM", help="explicit pairs, e.g. 6:384 4:64 2:32")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX opset (>= {MIN_OPSET}; default: torch's)")
-    parser.add_argument("--quantize", default=None, help="also write a dynamically quantized graph: int8")
+    parser.add_argument(
+        "--quantize", default=None, choices=QUANTIZATIONS, help="also write a dynamically quantized graph"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
 
     def one_line_error(message: str) -> None:  # argparse would print its usage screen

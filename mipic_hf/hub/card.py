@@ -162,6 +162,79 @@ def _training_text(training: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def evaluation_parts(folder: Path, default_layer: int) -> tuple[list[EvalResult] | None, str, list, str]:
+    """(model-index entries, markdown tables, plots, the summary line) from ``eval/eval_results.json``; empty
+    when the folder has no results."""
+    results_path = folder / "eval" / "eval_results.json"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
+    if not results or not results.get("tasks"):
+        return None, "", [], ""
+    layer = card_layer(results, default_layer)
+    tables = "\n\n".join(task_table(results, task) for task in results["tasks"])
+    split = results.get("split")
+    sizes = ", ".join(f"{task} {entry['num_examples'].get(split, '?')}" for task, entry in results["tasks"].items())
+    summary = (
+        f"Main metric x100 on the {split} split ({sizes} examples) at every evaluated (exit layer, "
+        f"dimension); the `model-index` above reports layer {layer}."
+    )
+    plots = []
+    for task in results["tasks"]:
+        for kind, title in (("score_vs_dim", "score vs dimension"), ("heatmap", "layer x dimension")):
+            path = f"eval/{safe_name(task)}_{kind}.png"
+            if (folder / path).is_file():
+                plots.append({"title": f"{task}: {title}", "path": path})
+    return eval_results(results, layer), tables, plots, summary
+
+
+def onnx_part(folder: Path, load_from: str, hub: bool) -> str | None:
+    """The ONNX section when the folder holds graphs written by ``python -m mipic_hf.export_onnx FOLDER
+    FOLDER/onnx``."""
+    onnx_index = folder / ONNX_SUBFOLDER / ONNX_INDEX
+    if not onnx_index.is_file():
+        return None
+    return onnx_section(json.loads(onnx_index.read_text(encoding="utf-8")), load_from, ONNX_SUBFOLDER, hub=hub)
+
+
+def model_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The template's description of the model: backbone, dims, layers, defaults, pooling."""
+    text = config.get("text_config", {})
+    dims, layers = config["matryoshka_dimensions"], config["matryoshka_layers"]
+    return {
+        "backbone_type": text.get("model_type", "?"),
+        "hidden_size": text.get("hidden_size"),
+        "num_layers": text.get("num_hidden_layers"),
+        "dims": dims,
+        "layers": layers,
+        "default_dimension": config["default_dimension"],
+        "default_layer": int(config["default_layer"]),
+        "pooling": config["pooling"],
+        "normalize": config["normalize"],
+        "max_seq_length": config.get("max_seq_length") or "the tokenizer's",
+        "adapter_only": bool(config.get("adapter")),
+        "example_dim": next((d for d in dims if d >= 64), dims[-1]),
+        "example_layer": layers[len(layers) // 2] if len(layers) > 1 else layers[0],
+    }
+
+
+def training_values(training: dict[str, Any]) -> dict[str, Any]:
+    """The template's account of the training: objective, data, LoRA, versions."""
+    base_model, lora = training.get("base_model"), training.get("lora")
+    return {
+        "method_title": METHOD_TITLES.get(training.get("method"), f"the `{training.get('method')}` objective"),
+        "base_model": base_model,
+        "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id(base_model) else None,
+        "objective": _objective(training),
+        "training_data": _training_data(training),
+        "lora": (
+            f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets {', '.join(lora['targets'])}"
+            if lora
+            else None
+        ),
+        "training_text": _training_text(training),
+        "versions": training.get("versions") or {},
+    }
+
+
 def render_card(
     folder: str | Path, repo_id: str | None = None, license: str | None = None, local_path: str | None = None
 ) -> ModelCard:
@@ -172,34 +245,12 @@ def render_card(
     """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    text = config.get("text_config", {})
     training = config.get("mipic_training") or {}
-    results_path = folder / "eval" / "eval_results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
     recipe_path = folder / "mipic_recipe.yaml"
     name = repo_id or training.get("run_name") or folder.name
     load_from = repo_id or local_path or str(folder)
+    index, tables, plots, summary = evaluation_parts(folder, int(config["default_layer"]))
     base_model = training.get("base_model")
-    adapter = config.get("adapter")
-    dims, layers = config["matryoshka_dimensions"], config["matryoshka_layers"]
-    default_layer = int(config["default_layer"])
-
-    index, tables, plots, summary = None, "", [], ""
-    if results and results.get("tasks"):
-        layer = card_layer(results, default_layer)
-        index = eval_results(results, layer)
-        tables = "\n\n".join(task_table(results, task) for task in results["tasks"])
-        split = results.get("split")
-        sizes = ", ".join(f"{task} {entry['num_examples'].get(split, '?')}" for task, entry in results["tasks"].items())
-        summary = (
-            f"Main metric x100 on the {split} split ({sizes} examples) at every evaluated (exit layer, "
-            f"dimension); the `model-index` above reports layer {layer}."
-        )
-        for task in results["tasks"]:
-            for kind, title in (("score_vs_dim", "score vs dimension"), ("heatmap", "layer x dimension")):
-                path = f"eval/{safe_name(task)}_{kind}.png"
-                if (folder / path).is_file():
-                    plots.append({"title": f"{task}: {title}", "path": path})
     card_data = ModelCardData(
         model_name=name,
         base_model=base_model if is_hub_id(base_model) else None,
@@ -210,48 +261,18 @@ def render_card(
         tags=list(CARD_TAGS),
         eval_results=index,
     )
-    example_dim = next((d for d in dims if d >= 64), dims[-1])
-    onnx_index = folder / ONNX_SUBFOLDER / ONNX_INDEX
-    onnx = None
-    if onnx_index.is_file():  # graphs written by `python -m mipic_hf.export_onnx FOLDER FOLDER/onnx`
-        index = json.loads(onnx_index.read_text(encoding="utf-8"))
-        onnx = onnx_section(index, load_from, ONNX_SUBFOLDER, hub=bool(repo_id))
-    lora = training.get("lora")
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
         model_name=name,
         repo_id=load_from,
-        method_title=METHOD_TITLES.get(training.get("method"), f"the `{training.get('method')}` objective"),
-        base_model=base_model,
-        base_model_url=f"https://huggingface.co/{base_model}" if is_hub_id(base_model) else None,
-        backbone_type=text.get("model_type", "?"),
-        hidden_size=text.get("hidden_size"),
-        num_layers=text.get("num_hidden_layers"),
-        dims=dims,
-        layers=layers,
-        default_dimension=config["default_dimension"],
-        default_layer=default_layer,
-        pooling=config["pooling"],
-        normalize=config["normalize"],
-        max_seq_length=config.get("max_seq_length") or "the tokenizer's",
-        objective=_objective(training),
-        training_data=_training_data(training),
-        lora=(
-            f"r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']}, targets {', '.join(lora['targets'])}"
-            if lora
-            else None
-        ),
-        adapter_only=bool(adapter),
-        example_dim=example_dim,
-        example_layer=layers[len(layers) // 2] if len(layers) > 1 else layers[0],
+        **model_values(config),
+        **training_values(training),
         eval_summary=summary,
         eval_tables=tables,
         plots=plots,
-        training_text=_training_text(training),
         recipe_yaml=recipe_path.read_text(encoding="utf-8").strip() if recipe_path.is_file() else None,
-        versions=training.get("versions") or {},
-        onnx_section=onnx,
+        onnx_section=onnx_part(folder, load_from, hub=bool(repo_id)),
     )
 
 

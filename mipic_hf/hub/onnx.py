@@ -250,6 +250,60 @@ def _update_parent_card(model_dir: Path) -> bool:
     return True
 
 
+def export_budget(model: Any, tokenizer: Any, budget: Budget, sample: dict, folder: Path, opset: int | None) -> dict:
+    """Write one budget's float32 graph into ``folder``, checked against ``MatryoshkaModel.encode`` on the probe
+    batch (ExportError above FP32_TOLERANCE); its ``budgets.json`` entry."""
+    import numpy as np
+
+    path = folder / f"{budget.stem}.onnx"
+    _export_one(model, budget, sample, path, opset)
+    expected = model.encode(PROBES, tokenizer, dimension=budget.dimension, layer=budget.layer)
+    got = run_graph(_session(path), sample)
+    if got.shape != expected.shape:
+        raise ExportError(f"{path.name}: output shape {got.shape}, expected {expected.shape}")
+    diff = float(np.abs(got - expected).max())
+    if not diff <= FP32_TOLERANCE:
+        raise ExportError(f"{path.name} differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); not written")
+    entry = {"layer": budget.layer, "dimension": budget.dimension, "quantization": None, "file": path.name}
+    return {**entry, "size_mb": _file_mb(path), "max_abs_diff": diff}
+
+
+def quantize_budget(entry: dict, sample: dict, folder: Path) -> dict:
+    """The int8 copy of a written budget graph and its ``budgets.json`` entry (cosine to the float32 graph)."""
+    import numpy as np
+
+    path, qpath = folder / entry["file"], folder / entry["file"].replace(".onnx", "_int8.onnx")
+    _quantize(path, qpath)
+    got, q = run_graph(_session(path), sample), run_graph(_session(qpath), sample)
+    cosine = (q * got).sum(-1) / (np.linalg.norm(q, axis=-1) * np.linalg.norm(got, axis=-1))
+    return {
+        **{k: entry[k] for k in ("layer", "dimension")},
+        "quantization": "int8",
+        "file": qpath.name,
+        "size_mb": _file_mb(qpath),
+        "mean_cosine_to_fp32": float(cosine.mean()),
+        "min_cosine_to_fp32": float(cosine.min()),
+    }
+
+
+def budget_index(config: Any, name: str, source: str, entries: list[dict], graph: Path, opset: int | None) -> dict:
+    """``budgets.json``: the graphs' inputs, output, preprocessing and opset, one entry per file."""
+    import onnx
+
+    opsets = {o.domain: o.version for o in onnx.load(str(graph), load_external_data=False).opset_import}
+    return {
+        "model_name": name,
+        "source": source,
+        "inputs": ["input_ids", "attention_mask"],
+        "output": "embeddings",
+        "normalize": bool(config.normalize),
+        "pooling": config.pooling,
+        "max_seq_length": config.max_seq_length,
+        "opset": opsets.get("", opset),
+        "budgets": entries,
+    }
+
+
 def export_onnx(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -267,7 +321,6 @@ def export_onnx(
     out = Path(out_dir)
     check_out_dir(out, overwrite, source=Path(model_dir))
 
-    import numpy as np
     from transformers import AutoTokenizer
 
     from ..modeling_mipic import MatryoshkaModel
@@ -281,42 +334,10 @@ def export_onnx(
     def build(tmp: Path) -> None:
         entries = []
         for budget in budgets:
-            path = tmp / f"{budget.stem}.onnx"
-            _export_one(model, budget, sample, path, opset)
-            expected = model.encode(PROBES, tokenizer, dimension=budget.dimension, layer=budget.layer)
-            got = run_graph(_session(path), sample)
-            if got.shape != expected.shape:
-                raise ExportError(f"{path.name}: output shape {got.shape}, expected {expected.shape}")
-            diff = float(np.abs(got - expected).max())
-            if not diff <= FP32_TOLERANCE:
-                raise ExportError(f"{path.name} differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); not written")
-            entry = {"layer": budget.layer, "dimension": budget.dimension, "quantization": None, "file": path.name}
-            entries.append({**entry, "size_mb": _file_mb(path), "max_abs_diff": diff})
+            entries.append(export_budget(model, tokenizer, budget, sample, tmp, opset))
             if quantize == "int8":
-                qpath = tmp / f"{budget.stem}_int8.onnx"
-                _quantize(path, qpath)
-                q = run_graph(_session(qpath), sample)
-                cosine = (q * got).sum(-1) / (np.linalg.norm(q, axis=-1) * np.linalg.norm(got, axis=-1))
-                entries.append(
-                    {**entry, "quantization": "int8", "file": qpath.name, "size_mb": _file_mb(qpath)}
-                    | {"mean_cosine_to_fp32": float(cosine.mean()), "min_cosine_to_fp32": float(cosine.min())}
-                )
-        import onnx
-
-        opsets = {
-            o.domain: o.version for o in onnx.load(str(tmp / entries[0]["file"]), load_external_data=False).opset_import
-        }
-        index = {
-            "model_name": name,
-            "source": str(model_dir),
-            "inputs": ["input_ids", "attention_mask"],
-            "output": "embeddings",
-            "normalize": bool(config.normalize),
-            "pooling": config.pooling,
-            "max_seq_length": config.max_seq_length,
-            "opset": opsets.get("", opset),
-            "budgets": entries,
-        }
+                entries.append(quantize_budget(entries[-1], sample, tmp))
+        index = budget_index(config, name, str(model_dir), entries, tmp / entries[0]["file"], opset)
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(_readme(index, str(out)), encoding="utf-8")
