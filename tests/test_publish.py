@@ -194,3 +194,23 @@ def test_recipe_push_to_hub_checks_first_and_uploads_the_export(
     recipe = (out / "mipic_recipe.yaml").read_text()
     assert "push_to_hub: true" in recipe and "hub_model_id: me/tiny" in recipe and "hub_token" not in recipe
     assert json.loads((out / "export" / "config.json").read_text())["mipic_training"]["run_name"] == "run"
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("org/name", True),
+        ("o/n", True),
+        ("name", False),  # the Hub allows it; pushing here needs the org
+        ("a/b/c", False),
+        ("org/na me", False),
+        ("org/name.git", False),  # huggingface_hub's rules, which a split on "/" alone let through
+        ("org/--x", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_one_repo_id_rule_for_publish_and_the_recipe(name, valid):
+    from mipic_hf.hub.ids import is_repo_id
+
+    assert is_repo_id(name) is valid

@@ -8,7 +8,6 @@ The YAML front matter is a ``ModelCardData`` with a ``model-index`` of one ``Eva
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..evaluation.grid import main_score
 from ..evaluation.report import safe_name, task_table
 from .folders import ONNX_INDEX_NAME as ONNX_INDEX
 from .folders import ONNX_SUBFOLDER, PACKAGE_DIR
+from .ids import is_hub_id
 
 TEMPLATE_NAME = "mipic_model_card.md"
 
@@ -71,11 +71,6 @@ def template_path() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {here}")
-
-
-def is_hub_id(name: str | None) -> bool:
-    """A Hub repo id (``org/name``), not a local path."""
-    return bool(name) and name.count("/") == 1 and not os.path.isabs(name) and not os.path.exists(name)
 
 
 def card_layer(results: dict[str, Any], default_layer: int) -> int:

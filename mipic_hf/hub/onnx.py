@@ -239,7 +239,8 @@ def _update_parent_card(model_dir: Path) -> bool:
     """Re-render MODEL_DIR's model card (it now shows the ONNX section), keeping its repo id and license."""
     from huggingface_hub import ModelCard
 
-    from .card import is_hub_id, render_card
+    from .card import render_card
+    from .ids import is_hub_id
 
     readme = model_dir / "README.md"
     if not readme.is_file() or not (model_dir / "config.json").is_file():

@@ -13,6 +13,7 @@ from typing import Any
 
 from .card import render_card
 from .folders import is_mipic_folder
+from .ids import is_repo_id
 
 
 class PublishError(RuntimeError):
@@ -32,8 +33,7 @@ def resolve_token(token: str | None = None) -> str:
 def check_publishable(folder: str | Path, repo_id: str) -> None:
     """The folder is an export and the repo id is valid (before any network call)."""
     folder = Path(folder)
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
+    if not is_repo_id(repo_id):
         raise PublishError(f"--repo_id must be 'org/name', got {repo_id!r}")
     if not is_mipic_folder(folder):
         raise PublishError(f"'{folder}' is not an export folder (python -m mipic_hf.export RUN_DIR OUT_DIR)")

@@ -93,10 +93,11 @@ def check_score_range(dataset: Any, score_range: list[float] | None) -> None:
 
 def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) -> PushTarget:
     """hub.push_to_hub: the repo id, the network and a token, checked before any work (never printed)."""
+    from ..hub.ids import is_repo_id
     from ..hub.publish import PublishError, resolve_token
 
     repo_id = training_args.hub_model_id
-    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not is_repo_id(repo_id):
         raise RecipeError(f"hub.hub_model_id must be 'org/name' with hub.push_to_hub, got {repo_id!r}")
     if export_dir is None:
         raise RecipeError("hub.push_to_hub uploads the export folder: set export.export_model: true")
