@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 QUALITY = Path(__file__).parent.parent / "benchmarks" / "quality.py"
 METHODS = [
     "untrained",
@@ -105,3 +107,47 @@ def test_rotation_rule_picks_the_best_dev_aggregate_and_prefers_none_on_ties() -
     assert quality.select_rotation(found) == "before"
     del found["mipic_default_teacher_pca"][44]
     assert quality.select_rotation(found) is None  # not every seed ran
+
+
+def test_default_rule_ranks_by_small_dims_then_all_cells() -> None:
+    """select_default: the best mean over seeds of the d <= 64 average (all exits), ties (at 0.01) to the best
+    all-cells average; a candidate missing a seed is not eligible, and without the base there is no pick."""
+    quality = _quality_module()
+    seeds = [42, 43]
+
+    def runs(small: float, wide: float) -> dict:
+        return {s: _result({(1, 8): small, (2, 64): small, (2, 384): wide}) for s in seeds}
+
+    found = {  # the tie-breaker, not the order, must pick the base over cand_alpha_02
+        "cand_alpha_02": runs(70.004, 79.0),  # ties the base on d <= 64 once rounded, worse elsewhere
+        "mipic_t1_mean": runs(70.0, 80.0),
+        "cand_pic_2": runs(70.5, 70.0),  # best on d <= 64: wins despite the wide cells
+        "cand_sia_x10": {42: _result({(1, 8): 99.0, (2, 64): 99.0, (2, 384): 99.0})},  # one seed: not eligible
+    }
+    assert quality.select_default(found, seeds) == "cand_pic_2"
+    del found["cand_pic_2"]
+    assert quality.select_default(found, seeds) == "mipic_t1_mean"  # the tie goes to the all-cells average
+    del found["mipic_t1_mean"]
+    assert quality.select_default(found, seeds) is None
+
+
+def test_teacher_rule_puts_every_dim_above_untrained_first() -> None:
+    """select_teacher: candidates whose smallest last-exit gap to the untrained checkpoint is >= 0 (mean over
+    seeds) come first, then the best mean over d <= 32 at the last exit."""
+    quality = _quality_module()
+    last = quality.LAYERS[-1]
+
+    def row(small: float, wide: float) -> dict:
+        return _result({(last, d): (small if d <= 32 else wide) for d in quality.DIMS})
+
+    found = {
+        "untrained": {0: row(60.0, 80.0)},
+        "mrl_teacher": {42: row(65.0, 79.9), 43: row(65.0, 79.9)},  # best narrow dims, but below untrained wide
+        "tcand_mipic_w10": {42: row(61.0, 80.2), 43: row(61.0, 80.1)},  # every dim above untrained
+        "tcand_mipic_w50": {42: row(60.5, 81.0)},  # above too, narrower dims worse
+    }
+    gaps, means = quality.teacher_gaps(found, "mrl_teacher")
+    assert gaps == pytest.approx([-0.1, -0.1]) and means == [65.0, 65.0]
+    assert quality.select_teacher(found) == "tcand_mipic_w10"
+    found["tcand_mipic_w10"][43] = row(61.0, 79.5)  # the mean smallest gap drops below 0
+    assert quality.select_teacher(found) == "tcand_mipic_w50"
