@@ -151,3 +151,24 @@ def test_teacher_rule_puts_every_dim_above_untrained_first() -> None:
     assert quality.select_teacher(found) == "tcand_mipic_w10"
     found["tcand_mipic_w10"][43] = row(61.0, 79.5)  # the mean smallest gap drops below 0
     assert quality.select_teacher(found) == "tcand_mipic_w50"
+
+
+def test_nolabel_rule_picks_the_largest_margin_over_both_anchors() -> None:
+    """select_nolabel: the smallest last-exit gap to the better of the base and the base + PCA, largest wins."""
+    quality = _quality_module()
+    last = quality.LAYERS[-1]
+
+    def row(narrow: float, wide: float) -> dict:
+        return _result({(last, d): (narrow if d <= 32 else wide) for d in quality.DIMS})
+
+    found = {
+        "untrained": {0: row(60.0, 82.0)},
+        "untrained_pca": {0: row(58.0, 82.5)},  # the better anchor at the wide dims
+        "nolabel_teacher": {42: row(70.0, 82.0)},  # -0.5 at the wide dims
+        "nolabel_last_exit": {42: row(60.2, 82.6)},  # +0.1 everywhere it is closest
+    }
+    assert quality.nolabel_margin(found, "nolabel_teacher", [42]) == pytest.approx(-0.5)
+    assert quality.nolabel_margin(found, "nolabel_last_exit", [42]) == pytest.approx(0.1)
+    assert quality.select_nolabel(found) == "nolabel_last_exit"
+    del found["untrained_pca"]
+    assert quality.select_nolabel(found) is None
