@@ -10,7 +10,7 @@ from typing import Any
 from ..losses.mipic import MIPICLoss
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import resolve_rotation
-from ..training.tasks import infer_task
+from ..training.tasks import KIND_TO_TASK, infer_task
 from .arguments import (
     MINILM_PACKAGE,
     DataArguments,
@@ -34,14 +34,6 @@ from .checks import (
     check_training_numbers,
 )
 from .parser import offline
-
-KIND_TO_TASK = {
-    "sentences": "simcse",
-    "pairs": "mnrl",
-    "triplets": "mnrl",
-    "scored_pairs": "cosent",
-    "labeled": "classification",
-}
 
 
 @dataclass

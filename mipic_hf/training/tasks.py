@@ -6,6 +6,15 @@ from typing import Any
 
 from .collator import split_columns
 
+# ``task_loss: auto`` from the recipe's data kind (the same rule infer_task applies to a dataset's columns)
+KIND_TO_TASK = {
+    "sentences": "simcse",
+    "pairs": "mnrl",
+    "triplets": "mnrl",
+    "scored_pairs": "cosent",
+    "labeled": "classification",
+}
+
 
 def infer_task(dataset: Any) -> tuple[str, int | None]:
     """(task_loss, num_labels) from a datasets.Dataset's columns, as ``task_loss=auto`` documents."""
