@@ -11,11 +11,6 @@ from ..evaluation.grid import average_main_score, check_tasks, dim_key, evaluate
 from .unwrap import find_matryoshka_model
 
 
-def unwrap_model(model: Any) -> Any:
-    """The model inside DDP / accelerate (``.module``) or PEFT (``get_base_model()``) wrappers."""
-    return find_matryoshka_model(model) or model
-
-
 def grid_metrics(results: Mapping[str, Any], prefix: str = "eval", all_metrics: bool = False) -> dict[str, float]:
     """Flat log keys of grid results: ``{prefix}_{task}_{metric}_L{layer}_D{dim}`` + ``{prefix}_matryoshka_avg``.
 
@@ -92,7 +87,7 @@ class MatryoshkaEvalCallback(TrainerCallback):
 
     def run(self, model: Any) -> dict[str, float]:
         """Score ``model`` on the grid now; returns (and keeps) the flat metrics dict."""
-        model = unwrap_model(model)
+        model = find_matryoshka_model(model) or model
         self.last_results = evaluate_grid(
             model,
             self.tokenizer,

@@ -19,7 +19,7 @@ from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .collator import MatryoshkaDataCollator, split_columns
 from .tasks import infer_task
-from .unwrap import find_matryoshka_model
+from .unwrap import matryoshka_model
 
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
 
@@ -58,7 +58,7 @@ class MIPICTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass processing_class=tokenizer (or a data_collator) to tokenize the text columns")
-            max_length = getattr(_matryoshka_model(model).config, "max_seq_length", None)
+            max_length = getattr(matryoshka_model(model).config, "max_seq_length", None)
             data_collator = MatryoshkaDataCollator(processing_class, max_length=max_length)
         if args.task_loss == "auto":
             self.task_loss, num_labels = infer_task(train_dataset)
@@ -75,7 +75,7 @@ class MIPICTrainer(Trainer):
             texts, label = split_columns(train_dataset.column_names, example)
             check_task_inputs(self.task_loss, len(texts), label is not None)
         if objective is None:
-            objective = build_objective(args, _matryoshka_model(model).config, self.task_loss, num_labels)
+            objective = build_objective(args, matryoshka_model(model).config, self.task_loss, num_labels)
         self.objective = objective
         self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
         super().__init__(
@@ -105,12 +105,12 @@ class MIPICTrainer(Trainer):
         args = self.args
         if not (args.teacher_model or args.teacher_cache):
             return None, None
-        config = _matryoshka_model(model).config
+        config = matryoshka_model(model).config
         dims = list(args.teacher_dims or config.matryoshka_dimensions)
         bad = [d for d in dims if not 1 <= d <= int(config.text_config.hidden_size)]
         if bad:
             raise ValueError(f"teacher_dims must lie in 1..{config.text_config.hidden_size}, got {bad}")
-        teacher = build_teacher(args, _matryoshka_model(model), tokenizer, getattr(collator, "max_length", None))
+        teacher = build_teacher(args, matryoshka_model(model), tokenizer, getattr(collator, "max_length", None))
         if args.teacher_cka_weight and not teacher.shares_tokenizer:
             raise ValueError("teacher_cka_weight needs a live teacher with the student's tokenizer (e.g. 'initial')")
         loss = TeacherRelationLoss(dims, temperature=args.teacher_temperature, cka_weight=args.teacher_cka_weight)
@@ -144,7 +144,7 @@ class MIPICTrainer(Trainer):
         columns = features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
         need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
         need_hidden = need_hidden or (self.teacher is not None and bool(self.args.teacher_layers))
-        inner = _matryoshka_model(model)
+        inner = matryoshka_model(model)
         token_map = inner.rotate if inner.output_rotation is not None else None
         encoded = []
         for batch in columns:
@@ -299,11 +299,3 @@ class MIPICTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         self.load_aux(resume_from_checkpoint)
-
-
-def _matryoshka_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The MatryoshkaModel inside DDP / accelerate / PEFT wrappers."""
-    found = find_matryoshka_model(model)
-    if found is None:
-        raise ValueError(f"MIPICTrainer needs a MatryoshkaModel, got {type(model).__name__}")
-    return found

@@ -19,3 +19,11 @@ def find_matryoshka_model(model: Any, max_depth: int = 5) -> Any | None:
         else:
             return None
     return None
+
+
+def matryoshka_model(model: Any) -> Any:
+    """The MatryoshkaModel inside the wrappers; ValueError naming the type when there is none."""
+    found = find_matryoshka_model(model)
+    if found is None:
+        raise ValueError(f"MIPICTrainer needs a MatryoshkaModel, got {type(model).__name__}")
+    return found
