@@ -3,12 +3,16 @@ folder test, the output-folder check and the atomic write."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 ADAPTER_DIR = "adapter"  # a LoRA run's PEFT adapter, in the run folder and in an adapter-only export
 ONNX_SUBFOLDER = "onnx"  # where an export folder keeps its graphs; its model card then shows them
@@ -52,26 +56,35 @@ def check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
         raise ExportError(f"OUT_DIR '{out}' exists and is not empty; pass --overwrite or another OUT_DIR")
 
 
+def target_lock(path: Path) -> FileLock:
+    """An inter-process lock for writing ``path``, kept in the temp folder (nothing appears next to the user's
+    files); jobs writing the same target wait for each other instead of interleaving."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return FileLock(os.path.join(tempfile.gettempdir(), f"mipic-{key}.lock"))
+
+
 def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp)`` on a hidden sibling folder, then rename it to ``out`` (replacing an old ``out`` only
-    then): a failure leaves neither a partial folder nor a damaged old one."""
+    """Run ``build(tmp)`` on a hidden sibling folder (``tempfile``: unique per call), then rename it to ``out``
+    (replacing an old ``out`` only then), under :func:`target_lock`: a failure leaves neither a partial folder
+    nor a damaged old one."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        build(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with target_lock(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the folder from other users (a server)
+        try:
+            build(tmp)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old)  # onto the empty folder mkdtemp made
+                os.replace(tmp, out)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return out
 
 
