@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,36 @@ def test_remote_code_touches_only_its_folder(tiny_backbone: str, tmp_path: Path)
     foreign = [(p, c) for p, c in remote if not any(os.path.realpath(p).startswith(a) for a in allowed)]
     assert not foreign, foreign  # the remote code itself opens nothing outside its folder (and the code cache)
     assert any(os.path.realpath(p).startswith(os.path.realpath(export)) for _, p, _ in events)
+
+
+def test_parallel_writers_of_one_folder_wait_for_each_other(tmp_path: Path) -> None:
+    """Two jobs exporting to the same folder at once: the lock serialises them, so the folder ends as one
+    complete build (never files of both), and no partial or lock file is left next to it."""
+    import threading
+    import time
+
+    from mipic_hf.hub.folders import target_lock, write_folder_atomically
+
+    out = tmp_path / "export"
+    order: list[str] = []
+
+    def build(name: str):
+        def write(folder: Path) -> None:
+            order.append(f"{name} start")
+            for i in range(3):
+                (folder / f"{name}_{i}.txt").write_text(name)
+                time.sleep(0.05)
+            order.append(f"{name} end")
+
+        return write
+
+    jobs = [threading.Thread(target=write_folder_atomically, args=(out, build(n))) for n in ("a", "b")]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert order in (["a start", "a end", "b start", "b end"], ["b start", "b end", "a start", "a end"])
+    last = order[-1].split()[0]
+    assert sorted(p.name for p in out.iterdir()) == [f"{last}_{i}.txt" for i in range(3)]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    assert Path(target_lock(out).lock_file).parent == Path(tempfile.gettempdir())
