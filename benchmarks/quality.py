@@ -170,7 +170,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": []},
     "nolabel_teacher_no_rotation": {"recipe": "matryoshkafy.yaml", "args": ["--output_rotation", "none"]},
     # the no-label fix screened on dev (select_nolabel): the teacher's term at the last exit only. On test (seed 42)
-    # nolabel_teacher lost 1.3-8.5 at the last exit: training the shallow exits towards the full-width geometry
+    # nolabel_teacher lost 0.8-8.5 at the last exit: training the shallow exits towards the full-width geometry
     # moves the shared lower blocks under the last layer
     "nolabel_last_exit": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_layers", "{last_layer}"]},
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
