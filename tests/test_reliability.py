@@ -315,3 +315,74 @@ def test_parallel_writers_of_one_folder_wait_for_each_other(tmp_path: Path) -> N
     assert sorted(p.name for p in out.iterdir()) == [f"{last}_{i}.txt" for i in range(3)]
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     assert Path(target_lock(out).lock_file).parent == Path(tempfile.gettempdir())
+
+
+# The preempted run: ``python -m mipic_hf.run``'s main with each optimizer step slowed to 0.2 s, so the test can
+# signal it mid-training; the signal handling under test is the product's own.
+SLOW_RUN = """
+import sys, time
+from transformers import TrainerCallback
+import mipic_hf.training.trainer as trainer_module
+from mipic_hf.run import main
+
+class Slow(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.2)
+
+class SlowTrainer(trainer_module.MIPICTrainer):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.add_callback(Slow())
+
+trainer_module.MIPICTrainer = SlowTrainer
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, tiny_backbone: str, tmp_path: Path):
+    """SIGTERM / SIGINT after a logged step: exit 75 with one line naming the checkpoint, which holds the model,
+    optimizer, scheduler, RNG and aux state of that step; resuming from it ends like the uninterrupted run."""
+    import signal
+
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "16", "64", "--train_data", data),
+        *("--train_kind", "scored_pairs", "--max_steps", "40", "--per_device_train_batch_size", "8"),
+        *("--learning_rate", "1e-3", "--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true"),
+        *("--logging_steps", "1", "--save_strategy", "no", "--export_model", "false"),
+        *("--seed", "3", "--disable_tqdm", "true", "--preset", "tuned"),  # SIA and PIC on: aux modules to resume
+    ]
+    part = tmp_path / "part"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, *args, "--output_dir", str(part)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(_fresh_env(), OMP_NUM_THREADS="1", PYTHONPATH=str(PACKAGE.parent)),
+    )
+    try:
+        for line in proc.stdout:  # wait on the log, not on time
+            if "'loss'" in line:
+                break
+        proc.send_signal(getattr(signal, signal_name))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 75, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    match = re.fullmatch(rf"preempted: stopped by {signal_name} at step (\d+); checkpoint saved in (\S+); .*", last)
+    assert match, last
+    step, checkpoint = int(match[1]), Path(match[2])
+    assert 1 <= step < 40 and checkpoint == part / f"checkpoint-{step}"
+    saved = {p.name for p in checkpoint.iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= saved
+    assert "mipic_aux.safetensors" in saved
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == step
+    assert not (part / "model.safetensors").exists()  # nothing after training ran
+
+    assert main([*args, "--output_dir", str(part), "--resume_from_checkpoint", str(checkpoint)]) == 0
+    assert main([*args, "--output_dir", str(tmp_path / "full")]) == 0
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(part / "model.safetensors")
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], atol=1e-6, rtol=0, msg=key)

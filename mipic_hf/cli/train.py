@@ -19,6 +19,7 @@ from ..recipe.parser import parse_recipe, recipe_help
 from ..recipe.pipeline import execute
 from ..recipe.plan import build_plan
 from ..recipe.summary import print_summary
+from ..training.preemption import PREEMPTED_EXIT_CODE, Preempted
 from ..training.trainer import NonFiniteLossError
 
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:  # a scheduler's SIGTERM (or Ctrl-C): the checkpoint is saved, run again to resume
+        print(f"preempted: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     if not summary.get("secondary_rank"):
         print_summary(summary)
     return 0

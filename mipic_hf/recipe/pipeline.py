@@ -134,9 +134,10 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
 
 def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     """Rotation fit (before), LoRA, training, the adapter saved and merged, rotation fit (after); returns the
-    trainer."""
+    trainer. SIGTERM / SIGINT while training saves a checkpoint at the current step and raises ``Preempted``."""
     from ..hub.folders import ADAPTER_DIR
     from ..training.lora import merge_lora, save_adapter
+    from ..training.preemption import PreemptionCallback
     from ..training.rotation import fit_output_rotation
 
     rotation_texts = rotation_fit_texts(plan)
@@ -145,7 +146,10 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     if plan.lora_args.use_lora:
         wrap_lora(plan, model)
     trainer = build_trainer(plan, model, tokenizer)
+    preemption = PreemptionCallback()
+    trainer.add_callback(preemption)
     trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
+    preemption.check(plan.training_args.output_dir)  # stopped on SIGTERM / SIGINT: nothing more is written
     if plan.lora_args.use_lora:
         if trainer.is_world_process_zero():  # multi-process: only rank 0 writes
             save_adapter(model, Path(plan.training_args.output_dir) / ADAPTER_DIR, base_model=plan.backbone_path)
