@@ -14,21 +14,14 @@ from typing import Any
 
 from filelock import FileLock
 
+RECIPE_NAME = "mipic_recipe.yaml"  # the run's recipe, written back (run folder and export)
+CODE_FILES = ("configuration_mipic.py", "modeling_mipic.py")  # copied into every export (remote code)
+AUTO_MAP = {"AutoConfig": "configuration_mipic.MatryoshkaConfig", "AutoModel": "modeling_mipic.MatryoshkaModel"}
+DENSE_DIR = "2_Dense"  # the output rotation as a sentence-transformers Dense module
 ADAPTER_DIR = "adapter"  # a LoRA run's PEFT adapter, in the run folder and in an adapter-only export
 ONNX_SUBFOLDER = "onnx"  # where an export folder keeps its graphs; its model card then shows them
 ONNX_INDEX_NAME = "budgets.json"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # mipic_hf/, where CODE_FILES live
-
-RECIPE_NAME = "mipic_recipe.yaml"
-
-
-DENSE_DIR = "2_Dense"  # the output rotation as a sentence-transformers Dense module
-
-
-CODE_FILES = ("configuration_mipic.py", "modeling_mipic.py")
-
-
-AUTO_MAP = {"AutoConfig": "configuration_mipic.MatryoshkaConfig", "AutoModel": "modeling_mipic.MatryoshkaModel"}
 
 
 def is_mipic_folder(path: str | Path) -> bool:
