@@ -354,12 +354,14 @@ def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, t
         *("--seed", "3", "--disable_tqdm", "true", "--preset", "tuned"),  # SIA and PIC on: aux modules to resume
     ]
     part = tmp_path / "part"
+    # every run in a subprocess with the same environment (one thread): equal numerics, step for step
+    env = dict(_fresh_env(), OMP_NUM_THREADS="1", PYTHONPATH=str(PACKAGE.parent))
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_RUN, *args, "--output_dir", str(part)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(_fresh_env(), OMP_NUM_THREADS="1", PYTHONPATH=str(PACKAGE.parent)),
+        env=env,
     )
     try:
         for line in proc.stdout:  # wait on the log, not on time
@@ -381,8 +383,14 @@ def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, t
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == step
     assert not (part / "model.safetensors").exists()  # nothing after training ran
 
-    assert main([*args, "--output_dir", str(part), "--resume_from_checkpoint", str(checkpoint)]) == 0
-    assert main([*args, "--output_dir", str(tmp_path / "full")]) == 0
+    for extra in (
+        ["--output_dir", str(part), "--resume_from_checkpoint", str(checkpoint)],
+        ["--output_dir", str(tmp_path / "full")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "mipic_hf.run", *args, *extra], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
     full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(part / "model.safetensors")
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], atol=1e-6, rtol=0, msg=key)
