@@ -5,6 +5,7 @@ ours, and no module imports another module's private name."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def imports(path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, imported names, line) for every import of ours in ``path``, relative ones resolved."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -95,6 +97,7 @@ def module_path(module: str) -> Path:
     return base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
 
 
+@functools.cache
 def defined_names(module: str) -> set[str]:
     """Names a module binds at its top level (including under if / try), and its submodules if a package."""
     path = module_path(module)

@@ -342,7 +342,8 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, tiny_backbone: str, tmp_path: Path):
     """SIGTERM / SIGINT after a logged step: exit 75 with one line naming the checkpoint, which holds the model,
-    optimizer, scheduler, RNG and aux state of that step; resuming from it ends like the uninterrupted run."""
+    optimizer, scheduler, RNG and aux state of that step; resuming from it (checked once, after SIGTERM) ends like
+    the uninterrupted run."""
     import signal
 
     data = _scored_jsonl(tmp_path / "train.jsonl")
@@ -382,6 +383,8 @@ def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, t
     assert "mipic_aux.safetensors" in saved
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == step
     assert not (part / "model.safetensors").exists()  # nothing after training ran
+    if signal_name == "SIGINT":
+        return  # the same checkpoint path as SIGTERM's, whose resume is checked below
 
     for extra in (
         ["--output_dir", str(part), "--resume_from_checkpoint", str(checkpoint)],
