@@ -1,17 +1,6 @@
 """``python -m mipic_hf.export RUN_DIR OUT_DIR [--adapter_only] [--repo_id ORG/NAME] [--overwrite]``.
 
-Turns a run folder (written by ``mipic_hf.run``) into a folder someone else loads in one line:
-
-- config.json (``auto_map``, the Matryoshka keys, trained dims and layers, the ``mipic_training`` summary),
-  ``model.safetensors`` with LoRA merged into the backbone (or, with ``--adapter_only``, the PEFT adapter in
-  ``adapter/`` and ``config.adapter`` naming the base model), the tokenizer, and the two self-contained
-  code files: ``AutoModel.from_pretrained(folder, trust_remote_code=True)``;
-- ``modules.json``, ``sentence_bert_config.json``, ``1_Pooling/config.json`` and
-  ``config_sentence_transformers.json``: ``SentenceTransformer(folder, trust_remote_code=True, truncate_dim=d)``;
-- ``eval/`` (results json, markdown, plots), ``mipic_recipe.yaml`` and README.md (the model card).
-
-The folder is built next to OUT_DIR and renamed into place at the end: a failure leaves nothing behind,
-and an existing non-empty OUT_DIR is only replaced with ``--overwrite``.
+The command line of :mod:`mipic_hf.hub.export`, which documents what it writes.
 """
 
 from __future__ import annotations

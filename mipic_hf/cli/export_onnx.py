@@ -1,16 +1,6 @@
 """``python -m mipic_hf.export_onnx MODEL_DIR OUT_DIR --dimension 64 --layer 4 [--opset N] [--quantize int8]``.
 
-Deploys a budget: one ONNX graph per (exit layer, dimension) holding the encoder's first ``layer`` blocks only,
-pooling, the cut to the first ``dimension`` coordinates and (when ``config.normalize``) L2 normalisation.
-Inputs ``input_ids`` and ``attention_mask`` (int64, dynamic batch and sequence axes), output ``embeddings``
-(float32, batch x dimension). Several budgets in one call (``--dimension 64 384 --layer 4 6`` is every pair, or
-``--budgets 6:384 4:64 2:32``) write one file each, ``model_L{layer}_D{dim}.onnx`` (+ ``..._int8.onnx`` with
-``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights), and ``budgets.json`` indexing them.
-The folder also holds the tokenizer and a README.md with an onnxruntime snippet. Written into ``MODEL_DIR/onnx``,
-the model card of MODEL_DIR (an export folder) gains the same section.
-
-Each graph is checked against ``MatryoshkaModel.encode`` at its budget on a padded batch before anything is
-written; the largest difference is recorded in ``budgets.json``. Exported with ``torch.onnx.export(dynamo=True)``.
+The command line of :mod:`mipic_hf.hub.onnx`, which documents what it writes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The export folder: Turns a run folder (written by ``mipic_hf.run``) into a folder someone else loads in one line:
+"""The export folder: turns a run folder (written by ``mipic_hf.run``) into a folder someone else loads in one line:
 
 - config.json (``auto_map``, the Matryoshka keys, trained dims and layers, the ``mipic_training`` summary),
   ``model.safetensors`` with LoRA merged into the backbone (or, with ``--adapter_only``, the PEFT adapter in
