@@ -173,6 +173,12 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # nolabel_teacher lost 0.8-8.5 at the last exit: training the shallow exits towards the full-width geometry
     # moves the shared lower blocks under the last layer
     "nolabel_last_exit": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_layers", "{last_layer}"]},
+    # round 2 of the no-label fix (dev, seed 42, the same rule). At tau 0.2 the teacher's in-batch distribution over
+    # 31 unrelated sentences is nearly flat (entropy 3.30 of at most 3.43 on STS-B train batches), so the KL mostly
+    # asks every prefix to spread the batch evenly and says little about graded similarity. One change each: a
+    # sharper tau (entropy 1.78 at 0.05), or the pairwise cosines themselves (MSE, scale-aware, no softmax)
+    "nolabel_tau005": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_temperature", "0.05"]},
+    "nolabel_mse": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_relation", "mse"]},
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": PROTOCOL,
@@ -525,7 +531,7 @@ def select_rotation(found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS)
     return max(means, key=lambda o: (means[o], o == "none"))
 
 
-NOLABEL_CANDIDATES = ["nolabel_teacher", "nolabel_last_exit"]
+NOLABEL_CANDIDATES = ["nolabel_teacher", "nolabel_last_exit", "nolabel_tau005", "nolabel_mse"]
 
 
 def nolabel_margin(found: dict[str, dict[int, dict]], method: str, seeds: list[int]) -> float:
