@@ -68,6 +68,46 @@ def test_term_is_zero_for_the_teacher_itself_and_positive_after_perturbation() -
     assert cka(teacher.clone(), teacher, [(tokens, torch.randn(3, 7, 64), mask)])["teacher"].item() > 0.01
 
 
+def _slow_relation(student: torch.Tensor, teacher: torch.Tensor, dims: list[int], relation: str, tau: float) -> float:
+    """Loop reference: per prefix, per text i, over the other texts j (KL) or per ordered pair (MSE)."""
+    import math
+
+    def cos(a, b) -> float:
+        return float(a @ b) / (float(a.norm()) * float(b.norm()))
+
+    n, per_dim = student.shape[0], []
+    for d in dims:
+        s = student[:, :d]
+        if relation == "mse":
+            gaps = [(cos(s[i], s[j]) - cos(teacher[i], teacher[j])) ** 2 for i in range(n) for j in range(n) if i != j]
+            per_dim.append(sum(gaps) / len(gaps))
+            continue
+        kls = []
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            t = [math.exp(cos(teacher[i], teacher[j]) / tau) for j in others]
+            q = [math.exp(cos(s[i], s[j]) / tau) for j in others]
+            pt, ps = [x / sum(t) for x in t], [x / sum(q) for x in q]
+            kls.append(sum(a * math.log(a / b) for a, b in zip(pt, ps, strict=True)))
+        per_dim.append(sum(kls) / n)
+    return sum(per_dim) / len(per_dim)
+
+
+@pytest.mark.parametrize("relation", ["kl", "mse"])
+def test_relation_term_equals_a_loop_reference(relation: str) -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(7, 24, dtype=torch.float64), torch.randn(7, 16, dtype=torch.float64)
+    dims = [4, 12, 24]
+    got = TeacherRelationLoss(dims, temperature=0.3, relation=relation)(student, teacher)["teacher"]
+    assert got.item() == pytest.approx(_slow_relation(student, teacher, dims, relation, 0.3), rel=1e-5)
+    # MSE is zero for the teacher itself
+    same = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    mse = TeacherRelationLoss([16], relation="mse")
+    assert mse(same.clone(), same)["teacher"].item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="teacher_relation must be one of kl, mse, got 'l2'"):
+        TeacherRelationLoss([16], relation="l2")
+
+
 def test_gradient_reaches_only_the_student_and_widths_may_differ() -> None:
     torch.manual_seed(0)
     student = torch.randn(10, 64, requires_grad=True)

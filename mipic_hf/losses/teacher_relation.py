@@ -5,8 +5,12 @@ each text once), the teacher's pooled vectors of the same texts (N, D_t) (any wi
 compared), and optionally last-layer token states of both with their masks (same tokenizer only).
 
 Computes, for each nested prefix d in ``dims``:
-- relation KL: p_t = softmax over the other texts of cos_t(i, j) / tau (the teacher at full width),
-  p_s^d = the same with the student's first d coordinates; KL(p_t || p_s^d), averaged over texts;
+- relation KL (``relation="kl"``): p_t = softmax over the other texts of cos_t(i, j) / tau (the teacher at
+  full width), p_s^d = the same with the student's first d coordinates; KL(p_t || p_s^d), averaged over texts;
+- or relation MSE (``relation="mse"``): (cos_s^d(i, j) - cos_t(i, j))^2 averaged over the ordered pairs i != j,
+  the pairwise similarity loss of Matryoshka-Adaptor (Yoon et al. 2024) applied to the encoder. No softmax, so
+  graded similarities count: between unrelated sentences (cosines near 0.03 +- 0.09 for MiniLM) the KL's
+  teacher distribution at tau 0.2 is almost flat and asks only that the batch be spread evenly;
 - token CKA (``cka_weight`` > 0): 1 - linear CKA between the student's last-layer token states cut to d and
   the teacher's token states, averaged over sentences (reuses ``linear_cka``; padding never counts).
 Both are averaged over ``dims`` and computed in float32 with autocast off.
@@ -43,11 +47,14 @@ class TeacherRelationLoss(nn.Module):
 
     Args:
         dims: the nested prefixes the term applies to (each compared with the teacher's full width).
-        temperature: tau_t of both similarity softmaxes.
-        cka_weight: weight of the token-level CKA part (0: relation KL only).
+        temperature: tau_t of both similarity softmaxes (``relation="kl"`` only).
+        cka_weight: weight of the token-level CKA part (0: the relation term only).
+        relation: ``"kl"`` (softmax relations) or ``"mse"`` (the pairwise cosines themselves).
     """
 
-    def __init__(self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0) -> None:
+    RELATIONS = ("kl", "mse")
+
+    def __init__(self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0, relation: str = "kl") -> None:
         super().__init__()
         if not dims:
             raise ValueError("teacher_dims must name at least one dimension")
@@ -55,9 +62,12 @@ class TeacherRelationLoss(nn.Module):
             raise ValueError(f"teacher_temperature must be > 0, got {temperature}")
         if cka_weight < 0:
             raise ValueError(f"teacher_cka_weight must be >= 0, got {cka_weight}")
+        if relation not in self.RELATIONS:
+            raise ValueError(f"teacher_relation must be one of {', '.join(self.RELATIONS)}, got {relation!r}")
         self.dims = list(dims)
         self.temperature = temperature
         self.cka_weight = cka_weight
+        self.relation = relation
 
     def forward(
         self,
@@ -71,13 +81,7 @@ class TeacherRelationLoss(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             total = student.new_zeros((), dtype=torch.float32)
             if student.shape[0] >= 3:  # a distribution over at least two other texts
-                target = F.log_softmax(
-                    _off_diagonal_logits(F.normalize(teacher.detach().float(), dim=-1), self.temperature), dim=-1
-                )
-                for d in self.dims:
-                    log_p = F.log_softmax(_off_diagonal_logits(prefix(student, d), self.temperature), dim=-1)
-                    total = total + F.kl_div(log_p, target, log_target=True, reduction="batchmean")
-                total = total / len(self.dims)
+                total = self._relation_term(student, teacher)
             if self.cka_weight and token_pairs:
                 gaps = [
                     (1 - linear_cka(tokens[..., :d].float(), reference.detach().float(), mask.bool())).mean()
@@ -86,3 +90,21 @@ class TeacherRelationLoss(nn.Module):
                 ]
                 total = total + self.cka_weight * torch.stack(gaps).mean()
         return {"teacher": total}
+
+    def _relation_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The relation part, averaged over ``dims`` (float32; the caller has autocast off)."""
+        teacher_cos = _off_diagonal_logits(F.normalize(teacher.detach().float(), dim=-1), 1.0)
+        if self.relation == "mse":
+            terms = [(_off_diagonal_logits(prefix(student, d), 1.0) - teacher_cos).pow(2).mean() for d in self.dims]
+        else:
+            target = F.log_softmax(teacher_cos / self.temperature, dim=-1)
+            terms = [
+                F.kl_div(
+                    F.log_softmax(_off_diagonal_logits(prefix(student, d), self.temperature), dim=-1),
+                    target,
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                for d in self.dims
+            ]
+        return torch.stack(terms).mean()

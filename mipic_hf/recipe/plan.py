@@ -95,8 +95,9 @@ class Plan:
         if t.teacher_model or t.teacher_cache:
             source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
             dims = t.teacher_dims or c.matryoshka_dimensions
+            relation = "relation MSE" if t.teacher_relation == "mse" else f"relation KL (tau {t.teacher_temperature:g})"
             lines.append(
-                f"  teacher    {source}: relation KL x{t.teacher_weight:g} (tau {t.teacher_temperature:g}) "
+                f"  teacher    {source}: {relation} x{t.teacher_weight:g} "
                 f"at dims {dims}"
                 + (f", exits {t.teacher_layers}" if t.teacher_layers else "")
                 + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")

@@ -164,6 +164,14 @@ class MIPICTrainingArguments(TrainingArguments):
         default=0.2,
         metadata={"help": "tau_t of the teacher and student in-batch similarity softmaxes (chosen on STS-B dev)."},
     )
+    teacher_relation: str = field(
+        default="kl",
+        metadata={
+            "help": "kl: in-batch softmax relations at teacher_temperature (with a task loss; chosen on STS-B dev) | "
+            "mse: the pairwise cosines themselves (the no-label recipe; benchmarks/RESULTS.md).",
+            "choices": ["kl", "mse"],
+        },
+    )
     teacher_dims: list[int] | None = field(
         default=None, metadata={"help": "Prefixes the teacher term applies to (default: every Matryoshka dim)."}
     )

@@ -113,7 +113,12 @@ class MIPICTrainer(Trainer):
         teacher = build_teacher(args, matryoshka_model(model), tokenizer, getattr(collator, "max_length", None))
         if args.teacher_cka_weight and not teacher.shares_tokenizer:
             raise ValueError("teacher_cka_weight needs a live teacher with the student's tokenizer (e.g. 'initial')")
-        loss = TeacherRelationLoss(dims, temperature=args.teacher_temperature, cka_weight=args.teacher_cka_weight)
+        loss = TeacherRelationLoss(
+            dims,
+            temperature=args.teacher_temperature,
+            cka_weight=args.teacher_cka_weight,
+            relation=args.teacher_relation,
+        )
         return teacher.to(args.device), loss
 
     def teacher_term(self, encoded: list[EncodedText], inputs: dict[str, Any]) -> torch.Tensor:
