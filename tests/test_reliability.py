@@ -397,3 +397,101 @@ def test_signal_saves_a_checkpoint_and_the_resume_ends_equal(signal_name: str, t
     full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(part / "model.safetensors")
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], atol=1e-6, rtol=0, msg=key)
+
+
+# A command that SIGKILLs itself on the n-th call of one function (argv: module to run, module.attribute, n, the
+# command's own arguments): a kill -9 at a chosen instant, without timing. The writes under test are the product's.
+KILL_RUN = """
+import importlib, os, runpy, signal, sys
+command, where, nth, *rest = sys.argv[1:]
+module, attribute = where.split(":")
+owner = importlib.import_module(module)
+*path, name = attribute.split(".")
+for part in path:
+    owner = getattr(owner, part)
+original, calls = getattr(owner, name), []
+
+def killing(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+
+setattr(owner, name, killing)
+sys.argv = [command, *rest]
+runpy.run_module(command, run_name="__main__")
+"""
+
+CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_kill_9_anywhere_leaves_complete_checkpoints_and_exports(tiny_backbone: str, tmp_path: Path) -> None:
+    """kill -9 during a step, inside the Trainer's checkpoint write, inside ours (the aux modules, written last),
+    inside the export and inside the ONNX export: what loads is the previous complete checkpoint or folder, a
+    resume from the last checkpoint ends like the uninterrupted run, and the next write clears the leftovers."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from mipic_hf.hub.export import export_run
+    from mipic_hf.hub.folders import is_mipic_folder
+    from mipic_hf.hub.onnx import Budget, export_onnx
+
+    data = _scored_jsonl(tmp_path / "train.jsonl")
+    args = [
+        *("--backbone", tiny_backbone, "--matryoshka_dimensions", "8", "16", "64", "--train_data", data),
+        *("--train_kind", "scored_pairs", "--max_steps", "6", "--per_device_train_batch_size", "8"),
+        *("--learning_rate", "1e-3", "--eval_tasks", "none", "--report_to", "none", "--use_cpu", "true"),
+        *("--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "1"),
+        *("--seed", "3", "--disable_tqdm", "true", "--preset", "tuned", "--export_model", "false"),
+    ]
+    env = dict(_fresh_env(), OMP_NUM_THREADS="1", PYTHONPATH=str(PACKAGE.parent))
+
+    def run(command: str, *argv: str, kill_at: str | None = None) -> None:
+        head = ["-c", KILL_RUN, command, *kill_at.rsplit(":", 1)] if kill_at else ["-m", command]
+        proc = subprocess.run([sys.executable, *head, *argv], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == (-9 if kill_at else 0), (kill_at, proc.stderr[-2000:])
+
+    full = tmp_path / "full"
+    run("mipic_hf.run", *args, "--output_dir", str(full))
+    killed = {
+        "step 5": ("mipic_hf.training.trainer:MIPICTrainer.compute_loss:5", "checkpoint-4"),
+        "checkpoint-4, Trainer's files": (
+            "transformers.trainer:Trainer._save_optimizer_and_scheduler:2",
+            "checkpoint-2",
+        ),
+        "checkpoint-4, aux modules": ("mipic_hf.training.trainer:MIPICTrainer.save_aux:2", "checkpoint-2"),
+    }
+    for what, (kill_at, survivor) in killed.items():
+        part = tmp_path / what.replace(" ", "_").replace(",", "").replace("'", "")
+        run("mipic_hf.run", *args, "--output_dir", str(part), kill_at=kill_at)
+        assert [p.name for p in part.glob("checkpoint-*")] == [survivor], what  # the older one was not rotated away
+        assert Path(get_last_checkpoint(str(part))).name == survivor
+        assert CHECKPOINT_FILES | {"mipic_aux.safetensors"} <= {p.name for p in (part / survivor).iterdir()}, what
+    assert (part / ".checkpoint-staging" / "checkpoint-4").is_dir()  # the half-written one, invisible to loaders
+
+    run("mipic_hf.run", *args, "--output_dir", str(part), "--resume_from_checkpoint", get_last_checkpoint(str(part)))
+    assert not (part / ".checkpoint-staging").exists()
+    assert [p.name for p in part.glob("checkpoint-*")] == ["checkpoint-6"]
+    reference, resumed = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], atol=1e-6, rtol=0, msg=key)
+
+    export, onnx = tmp_path / "export", tmp_path / "onnx"
+    export_run(full, export)
+    export_onnx(export, onnx, [Budget(2, 8), Budget(2, 64)])
+    before = {folder: _snapshot(folder) for folder in (export, onnx)}
+    run("mipic_hf.export", str(full), str(export), "--overwrite", kill_at="mipic_hf.hub.export:render_card:1")
+    run(
+        "mipic_hf.export_onnx",
+        *(str(export), str(onnx), "--budgets", "2:8", "2:64", "--overwrite"),
+        kill_at="mipic_hf.hub.onnx:export_budget:2",
+    )
+    for folder, files in before.items():
+        assert _snapshot(folder) == files, f"{folder.name} changed after a kill"
+        assert len(list(tmp_path.glob(f".{folder.name}.partial-*"))) == 1  # the killed build, beside it
+    assert is_mipic_folder(export)
+    export_run(full, export, overwrite=True)
+    assert not list(tmp_path.glob(".export.partial-*")) and _snapshot(export) == before[export]

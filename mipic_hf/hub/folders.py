@@ -62,10 +62,10 @@ def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
     nor a damaged old one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with target_lock(out):
+        for stale in [*out.parent.glob(f".{out.name}.partial-*"), *out.parent.glob(f".{out.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # what a killed write left (no other writer holds the lock)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the folder from other users (a server)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from other users (a server)
         try:
             build(tmp)
             if out.exists():
@@ -79,6 +79,26 @@ def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp)
     return out
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace the file ``path`` with ``text`` through a temp file beside it and ``os.replace``: a kill at any
+    instant leaves the old file or the new one, never a truncated one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_json(path: Path, value: Any) -> None:

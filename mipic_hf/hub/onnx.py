@@ -27,7 +27,14 @@ from torch import nn
 
 from .card import onnx_section
 from .folders import ONNX_INDEX_NAME as INDEX_NAME
-from .folders import ONNX_SUBFOLDER, ExportError, check_out_dir, is_mipic_folder, write_folder_atomically
+from .folders import (
+    ONNX_SUBFOLDER,
+    ExportError,
+    check_out_dir,
+    is_mipic_folder,
+    write_folder_atomically,
+    write_text_atomically,
+)
 
 QUANTIZATIONS = ("int8",)
 
@@ -247,7 +254,7 @@ def _update_parent_card(model_dir: Path) -> bool:
         return False
     old = ModelCard.load(readme)
     repo_id = old.data.model_name if is_hub_id(getattr(old.data, "model_name", None)) else None
-    render_card(model_dir, repo_id=repo_id, license=old.data.license).save(readme)
+    write_text_atomically(readme, str(render_card(model_dir, repo_id=repo_id, license=old.data.license)))
     return True
 
 

@@ -54,7 +54,9 @@ class TeacherRelationLoss(nn.Module):
 
     RELATIONS = ("kl", "mse")
 
-    def __init__(self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0, relation: str = "kl") -> None:
+    def __init__(
+        self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0, relation: str = "kl"
+    ) -> None:
         super().__init__()
         if not dims:
             raise ValueError("teacher_dims must name at least one dimension")

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..losses.base import EncodedText
 from ..losses.gather import world
 from ..losses.objective import build_objective, resolve_settings
 from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
+from .checkpoints import AtomicCheckpoints
 from .collator import MatryoshkaDataCollator, split_columns
 from .tasks import infer_task
 from .unwrap import matryoshka_model
@@ -28,14 +28,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf during training (see ``stop_on_nonfinite_loss``)."""
 
 
-class MIPICTrainer(Trainer):
+class MIPICTrainer(AtomicCheckpoints):
     """Trainer for Matryoshka embeddings with the MIPIC objective (or a baseline, ``args.method``).
 
     ``compute_loss`` runs one encoder forward per text column (two for SimCSE's dropout views), keeps the
     hidden states when the objective needs them, and computes every term from that cache. The auxiliary
     modules (SIA lifts, PIC projectors, classifier) live in ``self.objective``: trained with their own
     learning rate multiplier, saved in every checkpoint as ``mipic_aux.safetensors`` and restored on
-    resume, never part of the saved model. Components are logged (mrl, rung, sia_att, sia_cka, pic, total).
+    resume, never part of the saved model. Checkpoints appear whole or not at all (``AtomicCheckpoints``).
+    Components are logged (mrl, rung, sia_att, sia_cka, pic, total).
     """
 
     def __init__(
@@ -266,13 +267,8 @@ class MIPICTrainer(Trainer):
             )
         return optimizer
 
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            self.save_aux(folder)
+    def write_extra_checkpoint_files(self, folder: str) -> None:
+        self.save_aux(folder)
 
     def save_aux(self, folder: str) -> None:
         """Write the auxiliary modules' weights (safetensors) into ``folder``."""
