@@ -122,7 +122,7 @@ CASES = [
     ("unknown eval task", ["--eval_tasks", "stsbb"], "eval.eval_tasks: unknown ['stsbb']; known:"),
     # issue 14's switches
     ("negative task weight", ["--task_weight", "-1"], "loss.task_weight must be >= 0, got -1.0"),
-    ("NaN task weight", ["--task_weight", "nan"], "loss.task_weight must be >= 0, got nan"),
+    ("NaN task weight", ["--task_weight", "nan"], "loss.task_weight must be a finite number, got nan"),
     (
         "teacher layer above the model",
         ["--teacher_model", "initial", "--teacher_layers", "1", "3"],
@@ -136,6 +136,23 @@ CASES = [
     ("negative learning rate", ["--learning_rate", "-1"], "training.learning_rate must be > 0, got -1.0"),
     ("zero batch size", ["--per_device_train_batch_size", "0"], "training.per_device_train_batch_size must be >= 1"),
     ("zero max steps", ["--max_steps", "0"], "training.max_steps must be -1 (use num_train_epochs) or >= 1, got 0"),
+    # found by tests/test_fuzz.py (each a NaN loss, an optimizer error or a traceback before)
+    ("inf weight", ["--sia_cka_weight", "inf"], "loss.sia_cka_weight must be a finite number, got inf"),
+    ("inf step count", ["--logging_steps", "inf"], "training.logging_steps must be a finite number, got inf"),
+    ("adam beta 1", ["--adam_beta2", "1"], "training.adam_beta2 must be in [0, 1), got 1.0"),
+    ("negative adam epsilon", ["--adam_epsilon", "-1"], "training.adam_epsilon must be >= 0, got -1.0"),
+    ("negative seed", ["--seed", "-1"], "training.seed must be in [0, 2**32), got -1"),
+    ("negative max length", ["--train_max_length", "-1"], "data.train_max_length must be >= 1, got -1"),
+    (
+        "one dim, one rung",
+        ["--matryoshka_dimensions", "64"],
+        "loss.pic_ladder derived from model.matryoshka_dimensions [64] and 2 layer(s) has one rung; give two or more",
+    ),
+    (
+        "no task loss and no other term",
+        ["--task_weight", "0"],
+        "loss.task_weight 0 leaves method mipic (preset default) nothing to learn from; set a teacher",
+    ),
     (
         "output_dir is a file",
         lambda tmp: ["--output_dir", str(_a_file(tmp))],

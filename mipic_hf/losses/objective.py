@@ -70,7 +70,15 @@ def resolve_ladder(args: Any, config: Any) -> tuple[list[tuple[int, int]], list[
         paper_layers, paper_ladder = authors_layout(hidden, num_layers)
     if args.pic_ladder is not None:
         return parse_ladder(args.pic_ladder), None
-    return paper_ladder or default_ladder(list(config.matryoshka_dimensions), num_layers), paper_layers
+    if paper_ladder:
+        return paper_ladder, paper_layers
+    dims = list(config.matryoshka_dimensions)
+    if min(len(dims), num_layers) < 2:
+        raise ValueError(
+            f"pic_ladder derived from model.matryoshka_dimensions {dims} and {num_layers} layer(s) has one rung; "
+            "give two or more matryoshka_dimensions, or a pic_ladder of 2+ 'dim:layer' rungs"
+        )
+    return default_ladder(dims, num_layers), paper_layers
 
 
 def build_sia(args: Any, settings: dict[str, Any], config: Any, ladder: list, paper_layers: list[int] | None) -> Any:

@@ -3,6 +3,7 @@ learning signal, evaluation, LoRA, the output folders and the Hub push."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import ROTATION_CHOICES
 from .arguments import EvalArguments, ExportArguments, LoraArguments, ModelArguments, RecipeError
-from .parser import offline
+from .parser import offline, section_of
 
 
 @dataclass
@@ -56,6 +57,45 @@ def check_teacher(args: MIPICTrainingArguments, hidden: int, num_layers: int) ->
         )
 
 
+def check_finite_numbers(args: tuple[Any, ...]) -> None:
+    """Every number a recipe sets, in every section, is finite: a NaN or inf weight, temperature or step count
+    would only show as a NaN loss or an overflow once training runs."""
+    for group in args:
+        for item in dataclasses.fields(group):
+            value = getattr(group, item.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                section = section_of(item.name)
+                name = f"{section}.{item.name}" if section else item.name
+                raise RecipeError(f"{name} must be a finite number, got {value}")
+
+
+# Counts with a floor (None: unset, where a field allows it); the ones not here are checked where they are used.
+MINIMUM_COUNTS = {
+    "train_max_length": 1,
+    "eval_max_samples": 1,
+    "eval_batch_size": 1,
+    "lora_r": 1,
+    "lora_alpha": 1,
+    "num_labels": 2,
+    "sia_k_min": 1,
+    "dataloader_num_workers": 0,
+    "save_total_limit": 1,
+    "logging_steps": 0,
+    "save_steps": 0,
+}
+
+
+def check_counts(args: tuple[Any, ...]) -> None:
+    """The counts of :data:`MINIMUM_COUNTS`, in whichever section holds them."""
+    for group in args:
+        for name, minimum in MINIMUM_COUNTS.items():
+            value = getattr(group, name, None)
+            if value is not None and value < minimum:
+                section = section_of(name)
+                raise RecipeError(f"{section}.{name} must be >= {minimum}, got {value}")
+
+
 def check_training_numbers(t: MIPICTrainingArguments) -> None:
     """The TrainingArguments numbers the Trainer would only reject (or misuse) after the output folder exists."""
     checks = [
@@ -67,6 +107,10 @@ def check_training_numbers(t: MIPICTrainingArguments) -> None:
         ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (a float < 1 is a ratio)"),
         ("weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
         ("max_grad_norm", t.max_grad_norm, t.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+        ("adam_beta1", t.adam_beta1, 0 <= t.adam_beta1 < 1, "in [0, 1)"),
+        ("adam_beta2", t.adam_beta2, 0 <= t.adam_beta2 < 1, "in [0, 1)"),
+        ("adam_epsilon", t.adam_epsilon, t.adam_epsilon >= 0, ">= 0"),
+        ("seed", t.seed, 0 <= t.seed < 2**32, "in [0, 2**32)"),
     ]
     for name, value, ok, allowed in checks:
         if not (ok and math.isfinite(value)):
@@ -124,11 +168,19 @@ def check_model_switches(model_args: ModelArguments) -> None:
 
 def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
     """A run without the task loss needs something else to learn from (MIPIC's terms or a teacher)."""
-    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache)
-    if training_args.task_weight == 0 and training_args.method != "mipic" and not has_teacher:
+    from ..losses.objective import resolve_settings
+
+    has_teacher = bool(training_args.teacher_model or training_args.teacher_cache) and training_args.teacher_weight
+    mipic_terms = False
+    if training_args.method == "mipic":
+        s = resolve_settings(training_args)
+        weighted = bool(s["sia_attention_weight"] or s["sia_cka_weight"] or s["pic_weight"])
+        mipic_terms = weighted and (s["alpha"] is None or s["alpha"] < 1)
+    if training_args.task_weight == 0 and not mipic_terms and not has_teacher:
         raise RecipeError(
-            f"loss.task_weight 0 leaves method {training_args.method} nothing to learn from; set a teacher "
-            "(teacher.teacher_model) or a task_weight > 0"
+            f"loss.task_weight 0 leaves method {training_args.method} (preset {training_args.preset}) nothing to "
+            "learn from; set a teacher (teacher.teacher_model, teacher_weight > 0), SIA or PIC weights, or a "
+            "task_weight > 0"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ def _closest(key: str, candidates: set[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
-def _section_of(key: str) -> str | None:
+def section_of(key: str) -> str | None:
+    """The recipe section a field belongs to (None for the run switches)."""
     return next((s for s, keys in SECTIONS.items() if key in keys), None)
 
 
@@ -86,7 +88,7 @@ def flatten_recipe(recipe: dict[str, Any], source: str = "recipe") -> dict[str, 
                 raise RecipeError(f"{source}: section '{top}' must be a mapping of keys, got {type(value).__name__}")
             for key, item in value.items():
                 if key not in SECTIONS[top]:
-                    home = _section_of(key)
+                    home = section_of(key)
                     if home is not None:
                         raise RecipeError(f"{source}: '{top}.{key}' belongs in the '{home}' section")
                     raise RecipeError(f"{source}: unknown key '{top}.{key}'{_closest(key, SECTIONS[top])}")
@@ -154,6 +156,8 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
     # Keep the token order: the file first, then the command line (argparse keeps the last value).
     try:
         return tuple(parser.parse_args_into_dataclasses(args=tokens, look_for_args_file=False))
+    except OverflowError:  # TrainingArguments' __post_init__ turning an inf step count into an int
+        raise RecipeError(_nonfinite_message(tokens)) from None
     except ValueError as err:
         dry_run = any(t.split("=")[0] == "--dry_run" for t in tokens)
         if dry_run and ("bf16" in str(err) or "fp16" in str(err)):
@@ -164,6 +168,21 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
             print(f"note: {str(err).splitlines()[0]} (mixed precision not checked in this dry run)")
             return tuple(parsed)
         raise RecipeError(str(err).splitlines()[0]) from None
+
+
+def _nonfinite_message(tokens: list[str]) -> str:
+    """The error for the first ``--field value`` whose value is an infinite or NaN number."""
+    for key, value in zip(tokens, tokens[1:], strict=False):
+        if key.startswith("--"):
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if not math.isfinite(number):
+                name = key[2:].split("=")[0]
+                section = section_of(name)
+                return f"{section + '.' if section else ''}{name} must be a finite number, got {value}"
+    return "a number in the recipe is not finite (inf or nan)"
 
 
 def recipe_help(prog: str, description: str) -> str:

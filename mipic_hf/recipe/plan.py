@@ -23,7 +23,9 @@ from .arguments import (
 )
 from .checks import (
     PushTarget,
+    check_counts,
     check_eval,
+    check_finite_numbers,
     check_learning_signal,
     check_lora,
     check_model_switches,
@@ -309,6 +311,8 @@ def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | 
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
+    check_finite_numbers(args)
+    check_counts(args)
     check_training_numbers(training_args)
     path = resolve_backbone(model_args.backbone)
     text_config, shape_only = backbone_config(model_args, path)
