@@ -24,9 +24,11 @@ def data_dir() -> Path | None:
 default_data_dir = data_dir  # the loaders' ``data_dir`` argument shadows the function
 
 
-def offline_switch() -> str | None:
-    """The name of the offline switch that is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), else None."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+def offline_switch(datasets: bool = True) -> str | None:
+    """The name of the offline switch that is set, else None: HF_HUB_OFFLINE (every Hub download and upload)
+    or, for Hub datasets (``datasets``), HF_DATASETS_OFFLINE too. Read at call time, unlike the libraries'
+    import-time constants, so a switch set after import counts. The project's one offline test."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")[: 2 if datasets else 1]:
         if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
             return var
     return None

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..data.common import offline_switch
 from .card import render_card
 from .folders import is_mipic_folder
 from .ids import is_repo_id
@@ -63,7 +64,7 @@ def publish(
 
     folder = Path(folder)
     check_publishable(folder, repo_id)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+    if offline_switch(datasets=False):
         raise PublishError("publishing needs the network, but HF_HUB_OFFLINE is set")
     token = resolve_token(token)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

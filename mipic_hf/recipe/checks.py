@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.common import offline_switch
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import ROTATION_CHOICES
 from .arguments import EvalArguments, ExportArguments, LoraArguments, ModelArguments, RecipeError
-from .parser import offline, section_of
+from .parser import section_of
 
 
 @dataclass
@@ -145,7 +146,7 @@ def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) ->
         raise RecipeError(f"hub.hub_model_id must be 'org/name' with hub.push_to_hub, got {repo_id!r}")
     if export_dir is None:
         raise RecipeError("hub.push_to_hub uploads the export folder: set export.export_model: true")
-    if offline():
+    if offline_switch(datasets=False):
         raise RecipeError("hub.push_to_hub needs the network, but HF_HUB_OFFLINE is set")
     try:
         token = resolve_token(training_args.hub_token)

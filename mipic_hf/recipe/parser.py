@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +190,3 @@ def recipe_help(prog: str, description: str) -> str:
     parser = HfArgumentParser(DATACLASSES, prog=prog, usage=f"{prog} [RECIPE.yaml] [--field value ...] [--dry_run]")
     parser.description = description
     return parser.format_help()
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")

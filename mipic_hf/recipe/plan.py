@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.common import offline_switch
 from ..losses.mipic import MIPICLoss
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import resolve_rotation
@@ -35,7 +36,6 @@ from .checks import (
     check_teacher,
     check_training_numbers,
 )
-from .parser import offline
 
 
 @dataclass
@@ -145,7 +145,7 @@ def backbone_config(model_args: ModelArguments, path: str) -> tuple[Any, bool]:
             path,
             revision=model_args.revision,
             trust_remote_code=model_args.trust_backbone_code,
-            local_files_only=offline() or os.path.isdir(path),
+            local_files_only=bool(offline_switch(datasets=False)) or os.path.isdir(path),
         )
     except (OSError, ValueError) as err:
         shape = (model_args.model_type, model_args.hidden_size, model_args.num_hidden_layers)
@@ -249,10 +249,11 @@ def read_plan_data(data_args: DataArguments, dry_run: bool) -> tuple[str, Any, s
     is_local = source in BENCHMARKS or is_benchmark_list(source) or os.path.exists(source)
     if not is_local and looks_like_path(source):
         raise RecipeError(f"data.train_data '{source}' does not exist (a file, a folder or a benchmark name)")
-    if not is_local and offline():
+    switch = None if is_local else offline_switch()
+    if switch:
         if dry_run:
-            return kind, None, f"kind {kind}; Hub dataset not loaded (HF_HUB_OFFLINE is set)", 0
-        raise RecipeError(f"data.train_data '{source}' is a Hub dataset, but HF_HUB_OFFLINE is set")
+            return kind, None, f"kind {kind}; Hub dataset not loaded ({switch} is set)", 0
+        raise RecipeError(f"data.train_data '{source}' is a Hub dataset, but {switch} is set")
     try:
         dataset, dropped = read_train_data(
             source,
