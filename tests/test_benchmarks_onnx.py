@@ -44,6 +44,8 @@ def test_onnx_throughput_runs_on_a_tiny_model(tiny_backbone: str, tmp_path: Path
         onnx_row, int8_row = by_key[("onnx", layer, dim, "fp32")], by_key[("onnx", layer, dim, "int8")]
         assert onnx_row["max_abs_diff_vs_pytorch"] < 1e-4 < int8_row["max_abs_diff_vs_pytorch"]
         assert onnx_row["size_mb"] > int8_row["size_mb"] > 0
-    assert all(-100 <= r["stsb_test_spearman"] <= 100 for r in rows)
+    # No Spearman value is asserted: a random model's pair cosines are so close that float32 summation order
+    # swaps ranks (measured: 0.15-3.7 points between two correct computations). The score is the evaluator's
+    # own (_TaskData.score), whose values test_evaluation.py checks against direct computations.
     assert all(r["sentences_per_s"] > 0 for r in rows)
     assert "| onnx | (1, 16) | int8 |" in proc.stdout
