@@ -371,7 +371,9 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         was_training = self.training
         self.eval()
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        rows = torch.tensor(order, dtype=torch.long, device=device)
+        # Each batch is written into its rows of the result at once: memory is the result plus one batch.
+        outputs = {layer: torch.empty(len(texts), dimension, device=device) for layer in layers}
         try:
             starts = range(0, len(texts), batch_size)
             if show_progress_bar:
@@ -382,15 +384,16 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
                 batch = [texts[i] for i in order[start : start + batch_size]]
                 features = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
                 features = {k: v.to(device) for k, v in features.items()}
+                where = rows[start : start + batch_size]
                 if len(layers) == 1:
-                    chunks[layers[0]].append(self(**features, dimension=dimension, layer=layers[0]).embeddings.float())
+                    outputs[layers[0]][where] = self(**features, dimension=dimension, layer=layers[0]).embeddings
                     continue
                 out = self(**features, layer=layers[-1], output_hidden_states=True)
                 for layer in layers:
-                    chunks[layer].append(self.embed(out.hidden_states[layer], features["attention_mask"], dimension))
+                    outputs[layer][where] = self.embed(out.hidden_states[layer], features["attention_mask"], dimension)
         finally:
             self.train(was_training)
-        return {layer: _unsort(parts, order, dimension, single) for layer, parts in chunks.items()}
+        return {layer: out[0] if single else out for layer, out in outputs.items()}
 
     def _default_tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -494,16 +497,6 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         model = cls(config, backbone=backbone)
         model.config.name_or_path = str(pretrained_model_name_or_path)
         return model
-
-
-def _unsort(parts: list[torch.Tensor], order: list[int], dimension: int, single: bool) -> torch.Tensor:
-    """Batches encoded in ``order`` (longest first) back in the caller's order; one row for a single text."""
-    if not parts:
-        return torch.empty(0, dimension)
-    stacked = torch.cat(parts)
-    embeddings = torch.empty_like(stacked)
-    embeddings[torch.tensor(order, device=stacked.device)] = stacked
-    return embeddings[0] if single else embeddings
 
 
 def _backbone_init_kwargs(text_config: Any) -> dict[str, Any]:
