@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.common import offline_switch
+from ..losses.objective import resolve_settings
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import ROTATION_CHOICES
 from .arguments import EvalArguments, ExportArguments, LoraArguments, ModelArguments, RecipeError
@@ -169,8 +170,6 @@ def check_model_switches(model_args: ModelArguments) -> None:
 
 def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
     """A run without the task loss needs something else to learn from (MIPIC's terms or a teacher)."""
-    from ..losses.objective import resolve_settings
-
     has_teacher = bool(training_args.teacher_model or training_args.teacher_cache) and training_args.teacher_weight
     mipic_terms = False
     if training_args.method == "mipic":
