@@ -167,12 +167,19 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # the rotation select_rotation picked, i.e. what recipes/quickstart.yaml trains, for 1 epoch
     "t_final": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
     # issue 14, no labels (recipes/matryoshkafy.yaml): the frozen teacher as the only signal, rotation first
-    "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": []},
-    "nolabel_teacher_no_rotation": {"recipe": "matryoshkafy.yaml", "args": ["--output_rotation", "none"]},
+    # (tau pinned to 0.2, what these rows ran with: the recipe now sets round 2's pick, 0.05)
+    "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_temperature", "0.2"]},
+    "nolabel_teacher_no_rotation": {
+        "recipe": "matryoshkafy.yaml",
+        "args": ["--teacher_temperature", "0.2", "--output_rotation", "none"],
+    },
     # the no-label fix screened on dev (select_nolabel): the teacher's term at the last exit only. On test (seed 42)
     # nolabel_teacher lost 0.8-8.5 at the last exit: training the shallow exits towards the full-width geometry
     # moves the shared lower blocks under the last layer
-    "nolabel_last_exit": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_layers", "{last_layer}"]},
+    "nolabel_last_exit": {
+        "recipe": "matryoshkafy.yaml",
+        "args": ["--teacher_temperature", "0.2", "--teacher_layers", "{last_layer}"],
+    },
     # round 2 of the no-label fix (dev, seed 42, the same rule). At tau 0.2 the teacher's in-batch distribution over
     # 31 unrelated sentences is nearly flat (entropy 3.30 of at most 3.43 on STS-B train batches), so the KL mostly
     # asks every prefix to spread the batch evenly and says little about graded similarity. One change each: a
