@@ -603,7 +603,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                 runs = [r for r in found[method].values() if task in r["tasks"]]
                 cells = [mean_std([cell(r, task, layer, d) for r in runs]) for d in sorted(DIMS, reverse=True)]
                 print(f"| {method} ({len(runs)}) | " + " | ".join(cells) + " |")
-        print(f"\n{task}: grid averages, mean +- std over seeds of the mean over cells\n")
+        print(f"\n{task} ({args.split}): grid averages, mean +- std over seeds of the mean over cells\n")
         print("| method (n) | all cells | dims <= 64, all exits | last exit, dims <= 64 | first exit, all dims |")
         print("|---|---|---|---|---|")
         for method in order:

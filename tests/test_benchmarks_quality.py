@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 QUALITY = Path(__file__).parent.parent / "benchmarks" / "quality.py"
+ROOT = QUALITY.parent.parent
 METHODS = [
     "untrained",
     "mrl",
@@ -172,3 +173,41 @@ def test_nolabel_rule_picks_the_largest_margin_over_both_anchors() -> None:
     assert quality.select_nolabel(found) == "nolabel_last_exit"
     del found["untrained_pca"]
     assert quality.select_nolabel(found) is None
+
+
+def _report_commands() -> list[list[str]]:
+    """Every ``python benchmarks/quality.py report ...`` command quoted in RESULTS.md (continuation lines joined)."""
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text().replace("\\\n", " ")
+    return [line.split()[2:] for line in text.splitlines() if line.startswith("python benchmarks/quality.py report")]
+
+
+def _tables(text: str) -> dict[tuple[str, str], str]:
+    """{(heading, method cell): row} of every table row whose first cell is a method with its seed count."""
+    rows, heading = {}, ""
+    for line in text.splitlines():
+        if line and not line.startswith("|"):
+            heading = line
+        elif line.startswith("| ") and " (" in line.split("|")[1]:
+            rows[(heading, line.split("|")[1])] = line
+    return rows
+
+
+def test_every_quoted_report_reprints_its_rows_from_the_committed_raw_files() -> None:
+    """Traceability: each report command RESULTS.md quotes runs on benchmarks/results/ alone, and every method row
+    it prints under a heading where RESULTS.md shows that method is the row RESULTS.md shows (same numbers, same
+    seed count)."""
+    commands = _report_commands()
+    assert len(commands) >= 3, commands
+    shown = _tables((ROOT / "benchmarks" / "RESULTS.md").read_text())
+    env = dict(os.environ, MPLBACKEND="Agg")
+    checked = 0
+    for args in commands:
+        proc = subprocess.run(
+            [sys.executable, str(QUALITY), *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        printed = {key: row for key, row in _tables(proc.stdout).items() if key in shown}
+        different = [(row, shown[key]) for key, row in printed.items() if row != shown[key]]
+        assert not different, (args, different[:2])
+        checked += len(printed)
+    assert checked >= 40, checked
