@@ -178,9 +178,10 @@ def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
         mipic_terms = weighted and (s["alpha"] is None or s["alpha"] < 1)
     if training_args.task_weight == 0 and not mipic_terms and not has_teacher:
         raise RecipeError(
-            f"loss.task_weight 0 leaves method {training_args.method} (preset {training_args.preset}) nothing to "
-            "learn from; set a teacher (teacher.teacher_model, teacher_weight > 0), SIA or PIC weights, or a "
-            "task_weight > 0"
+            f"loss.task_weight 0 leaves method {training_args.method}"
+            + (f" (preset {training_args.preset})" if training_args.method == "mipic" else "")
+            + " nothing to learn from; set a teacher (teacher.teacher_model, teacher_weight > 0), SIA or PIC "
+            "weights, or a task_weight > 0"
         )
 
 
