@@ -68,17 +68,24 @@ def write_folder_atomically(out: Path, build: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the folder from other users (a server)
         try:
             build(tmp)
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                os.replace(out, old)  # onto the empty folder mkdtemp made
-                os.replace(tmp, out)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, out)
+            replace_folder(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
     return out
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Rename the complete folder ``new`` to ``out`` (same filesystem). An ``out`` already there is first moved
+    aside, beside ``new`` (a hidden ``.<name>.old-*`` folder), and deleted after: ``out`` is only ever absent for
+    the instant between the two renames, and never half written."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=new.parent))
+    os.replace(out, old)  # onto the empty folder mkdtemp made
+    os.replace(new, out)
+    shutil.rmtree(old)
 
 
 def _umask() -> int:

@@ -15,7 +15,7 @@ from ..losses.objective import resolve_settings
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import ROTATION_CHOICES
 from .arguments import EvalArguments, ExportArguments, LoraArguments, ModelArguments, RecipeError
-from .parser import section_of
+from .parser import nonfinite_message, section_of
 
 
 @dataclass
@@ -67,9 +67,7 @@ def check_finite_numbers(args: tuple[Any, ...]) -> None:
             value = getattr(group, item.name)
             values = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                section = section_of(item.name)
-                name = f"{section}.{item.name}" if section else item.name
-                raise RecipeError(f"{name} must be a finite number, got {value}")
+                raise RecipeError(nonfinite_message(item.name, value))
 
 
 # Counts with a floor (None: unset, where a field allows it); the ones not here are checked where they are used.

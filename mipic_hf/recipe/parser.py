@@ -178,10 +178,14 @@ def _nonfinite_message(tokens: list[str]) -> str:
             except ValueError:
                 continue
             if not math.isfinite(number):
-                name = key[2:].split("=")[0]
-                section = section_of(name)
-                return f"{section + '.' if section else ''}{name} must be a finite number, got {value}"
+                return nonfinite_message(key[2:].split("=")[0], value)
     return "a number in the recipe is not finite (inf or nan)"
+
+
+def nonfinite_message(name: str, value: Any) -> str:
+    """``<section>.<name> must be a finite number, got <value>``: the one wording, at parse time and in the checks."""
+    section = section_of(name)
+    return f"{section + '.' if section else ''}{name} must be a finite number, got {value}"
 
 
 def recipe_help(prog: str, description: str) -> str:

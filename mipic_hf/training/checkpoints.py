@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, rotate_checkpoints
+
+from ..hub.folders import replace_folder
 
 STAGING_DIR = ".checkpoint-staging"
 
@@ -55,7 +58,7 @@ class AtomicCheckpoints(Trainer):
             self.write_extra_checkpoint_files(staged)
         self.accelerator.wait_for_everyone()  # every rank's shards are in the staged folder
         if self.args.should_save:
-            publish(staged, final)
+            replace_folder(Path(staged), Path(final))  # the old one moves aside into the staging folder
             shutil.rmtree(staging, ignore_errors=True)
             rotate_checkpoints(
                 output_dir=run_dir,
@@ -72,15 +75,3 @@ class AtomicCheckpoints(Trainer):
             state_file = os.path.join(staged, "trainer_state.json")
             if os.path.isfile(state_file):
                 self.state.save_to_json(state_file)
-
-
-def publish(staged: str, final: str) -> None:
-    """Rename the complete ``staged`` folder to ``final``. A ``final`` already there (the same step saved again)
-    is moved aside first and deleted after, so ``final`` is only ever absent for the instant between renames."""
-    if not os.path.exists(final):
-        os.replace(staged, final)
-        return
-    old = f"{staged}.old"
-    os.replace(final, old)
-    os.replace(staged, final)
-    shutil.rmtree(old)
