@@ -137,6 +137,9 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # reshaped SIA / PIC (one change each): lifts P at random as the authors' code, PIC averaged like SIA
     "t_lift_random": [*MIPIC, "tuned", *TEACHER_PICK, "--sia_lift_init", "random"],
     "t_pic_mean": [*MIPIC, "tuned", *TEACHER_PICK, "--pic_aggregation", "mean"],
+    # SIA's CKA against the frozen teacher's token geometry (last layer, every prefix) instead of the moving full
+    # width: the teacher's token CKA on the same base (issue 8 screened it at tau 0.05 only)
+    "t_teacher_token_cka": [*MIPIC, "tuned", *TEACHER_PICK, "--teacher_cka_weight", "1"],
     # the teacher's relational term at every evaluated exit (teacher_layers), where early exits are lost
     "t_teacher_exits": [*MIPIC, "tuned", *TEACHER_PICK, "--teacher_layers", "{layers}"],
     # issue 14: the objective the authors' notebook trains (preset `authors`) and the control the paper lacks,
@@ -525,6 +528,33 @@ def term_gains(
     return verdicts
 
 
+# issue 14, reshaped terms (one change each on TERM_BASE, which keeps SIA and PIC): each is judged against the run
+# without the term it reshapes, so a reshape must earn what its term failed to
+RESHAPED = {"t_lift_random": "t_abl_no_sia", "t_pic_mean": "t_abl_no_pic", "t_teacher_token_cka": TERM_BASE}
+
+
+def reshape_gains(
+    found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS
+) -> dict[str, tuple[list[float], str | None]]:
+    """The reshape rule, fixed before the runs: per reshaped candidate, the dev aggregate it gains over the run
+    without its term, per seed run so far, and a verdict: "advance" (seed 42 alone gains >= TERM_MIN_GAIN: run
+    seeds 43 and 44), "stop" (it does not), "earns" / "fails" (every seed ran: the mean gain is >= TERM_MIN_GAIN or
+    not; only "earns" brings the term back into `default`). None before seed 42 ran."""
+    out: dict[str, tuple[list[float], str | None]] = {}
+    for candidate, without in RESHAPED.items():
+        runs, refs = found.get(candidate, {}), found.get(without, {})
+        ran = [s for s in seeds if s in runs and s in refs]
+        gains = [round(dev_aggregate(runs[s]) - dev_aggregate(refs[s]), 2) for s in ran]
+        if seeds[0] not in ran:
+            verdict = None
+        elif len(ran) == len(seeds):
+            verdict = "earns" if round(statistics.mean(gains), 2) >= TERM_MIN_GAIN else "fails"
+        else:
+            verdict = "advance" if gains[0] >= TERM_MIN_GAIN else "stop"
+        out[candidate] = (gains, verdict)
+    return out
+
+
 ROTATION_OPTIONS = {"none": TERM_BASE, "before": "t_rot_before", "after": "mipic_default_teacher_pca"}
 
 
@@ -637,6 +667,11 @@ def cmd_report(args: argparse.Namespace) -> None:
             ]
             verdict = "-" if earns is None else ("yes" if earns else "no")
             print(f"| {term} | {ablation} | {per_seed} | {'-' if gain is None else gain} | {verdict} |")
+        print("\nreshape rule (reshape_gains): dev aggregate gained over the run without the term, per seed")
+        print("| candidate | against | gains (seeds run) | verdict |")
+        print("|---|---|---|---|")
+        for candidate, (gains, verdict) in reshape_gains(found).items():
+            print(f"| {candidate} | {RESHAPED[candidate]} | {gains} | {verdict or '-'} |")
         print(f"\nrotation rule (select_rotation) picks: {select_rotation(found)}")
         print(f"\nno-label rule (select_nolabel, seed 42) picks: {select_nolabel(found)}")
     anchored = [m for m in order if m not in ("untrained", "untrained_pca")]

@@ -98,6 +98,32 @@ def test_term_rule_keeps_a_term_only_for_a_dev_gain_of_0_3() -> None:
     assert verdicts["rung task loss"] == (None, None)
 
 
+def test_reshape_rule_advances_on_seed_42_and_keeps_a_term_on_the_three_seed_mean() -> None:
+    """reshape_gains: each reshaped candidate against the run without its term; seed 42 >= 0.3 advances it, the
+    mean over 3 seeds >= 0.3 earns it a place; no verdict before seed 42 ran."""
+    quality = _quality_module()
+    cells = [(2, 8), (6, 384)]
+
+    def runs(values: dict[int, float]) -> dict:
+        return {s: _result(dict.fromkeys(cells, v)) for s, v in values.items()}
+
+    found = {
+        "t_abl_no_sia": runs({42: 70.0, 43: 71.0, 44: 72.0}),
+        "t_lift_random": runs({42: 70.3}),  # +0.3 on seed 42 alone: advance
+        "t_abl_no_pic": runs({42: 70.0, 43: 71.0, 44: 72.0}),
+        "t_pic_mean": runs({42: 70.29}),  # +0.29: stop
+        "mipic_default_teacher": runs({42: 70.0, 43: 70.0, 44: 70.0}),
+    }
+    verdicts = quality.reshape_gains(found)
+    assert verdicts["t_lift_random"] == ([0.3], "advance")
+    assert verdicts["t_pic_mean"] == ([0.29], "stop")
+    assert verdicts["t_teacher_token_cka"] == ([], None)
+    found["t_lift_random"] = runs({42: 70.5, 43: 71.4, 44: 72.0})  # gains 0.5, 0.4, 0.0: mean 0.3 earns
+    assert quality.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, 0.0], "earns")
+    found["t_lift_random"][44] = _result(dict.fromkeys(cells, 71.9))  # mean 0.27 fails
+    assert quality.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, -0.1], "fails")
+
+
 def test_rotation_rule_picks_the_best_dev_aggregate_and_prefers_none_on_ties() -> None:
     quality = _quality_module()
     cells = [(2, 8), (6, 384)]
