@@ -151,11 +151,11 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
         "texts": texts,
         "labels": torch.tensor([p[2] for p in pairs]),
     }
-    model.train()
-    params = list(model.parameters()) + list(trainer.objective.parameters())
+    module = trainer.model.train()  # the encoder and the objective (training.module.TrainingModule)
+    params = list(module.parameters())
 
     def loss() -> torch.Tensor:
-        return trainer.compute_loss(model, batch)
+        return trainer.compute_loss(module, batch)
 
     return Run(loss, training_step(loss, params, optimizer))
 

@@ -107,8 +107,8 @@ def build(text_config, method: str, device: torch.device, dtype: torch.dtype):
         learning_rate=2e-5,
     )
     trainer = MIPICTrainer(model=model, args=args, processing_class=object())
-    trainer.objective.to(device)
-    params = [p for p in model.parameters() if p.requires_grad] + list(trainer.objective.parameters())
+    trainer.model.to(device)  # the encoder and the objective (training.module.TrainingModule)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5)
     non_embed = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lora" not in n)
     return model, trainer, optimizer, params, non_embed
@@ -158,7 +158,7 @@ def main() -> None:
             def step(method: str, runs: dict = runs, batch: dict = batch) -> float:
                 model, trainer, optimizer, params, _ = runs[method]
                 with torch.autocast(device_type=device.type, dtype=dtype):
-                    loss = trainer.compute_loss(model, batch)
+                    loss = trainer.compute_loss(trainer.model, batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()

@@ -85,7 +85,9 @@ def test_two_processes_equal_one_process_over_the_same_global_batch(deterministi
     """DDP (gloo, 2 ranks x 4 rows) == one process with 2 accumulated micro-batches of 4 (the same 8 rows)."""
     data = _pairs_csv(tmp_path / "pairs.csv")
     common = ["--train_kind", "pairs", "--per_device_train_batch_size", "4", "--preset", "tuned"]  # aux modules on
-    ddp_log = _launch([*_common(deterministic_backbone, data, tmp_path / "ddp"), *common], 2, tmp_path)
+    ddp_log = _launch(
+        [*_common(deterministic_backbone, data, tmp_path / "ddp"), *common, "--save_steps", "1"], 2, tmp_path
+    )
     one_log = _launch(
         [*_common(deterministic_backbone, data, tmp_path / "one"), *common, "--gradient_accumulation_steps", "2"],
         1,
@@ -100,6 +102,8 @@ def test_two_processes_equal_one_process_over_the_same_global_batch(deterministi
     one = load_file(tmp_path / "one" / "model.safetensors")
     moved = max((one["backbone." + k] - v).abs().max().item() for k, v in start.items())
     assert moved > 1e-4, "the runs must train for the comparison to mean anything"
+    first, last = (load_file(tmp_path / "ddp" / f"checkpoint-{s}" / "mipic_aux.safetensors") for s in (1, 3))
+    assert max((last[k] - v).abs().max().item() for k, v in first.items()) > 1e-6, "the aux modules must train too"
     assert (
         _logged(ddp_log, "loss") == pytest.approx(_logged(one_log, "loss"), abs=1e-3)
         and len(_logged(one_log, "loss")) == 3
@@ -114,6 +118,31 @@ def test_two_processes_equal_one_process_over_the_same_global_batch(deterministi
     assert set(_logged(gather_log, "candidates")) == {8.0}  # every rank's positives
     gathered = load_file(tmp_path / "gather" / "model.safetensors")
     assert any(not torch.allclose(gathered[k], one[k], atol=1e-6) for k in one), "more negatives, other gradients"
+
+
+def test_fsdp2_shards_the_objective_with_the_encoder_and_equals_one_process(
+    deterministic_backbone: str, tmp_path: Path
+) -> None:
+    """torch FSDP2 (gloo, 2 CPU ranks) on the module the Trainer wraps: the objective's parameters are sharded
+    like the encoder's, and 3 steps equal one process over the same rows (tests/fsdp_worker.py)."""
+    worker = str(Path(__file__).with_name("fsdp_worker.py"))
+    env = dict(_fresh_env(), OMP_NUM_THREADS="1")
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for command, out in (([*runner, worker], "fsdp"), ([sys.executable, worker], "one")):
+        proc = subprocess.run([*command, deterministic_backbone, str(tmp_path / out)], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert json.loads((tmp_path / "fsdp" / "sharded.json").read_text()) == {"objective_sharded": True, "world_size": 2}
+    fsdp, one = (
+        load_file(tmp_path / "fsdp" / "weights.safetensors"),
+        load_file(tmp_path / "one" / "weights.safetensors"),
+    )
+    assert set(fsdp) == set(one) and any(k.startswith("objective.sia.lifts.") for k in one)
+    for key in one:
+        torch.testing.assert_close(fsdp[key], one[key], atol=1e-6, rtol=0, msg=key)
+    start = load_file(Path(deterministic_backbone) / "model.safetensors")
+    moved = max((one["encoder.backbone." + k] - v).abs().max().item() for k, v in start.items())
+    assert moved > 1e-4, "the runs must train for the comparison to mean anything"
 
 
 class _Crash(Exception):

@@ -223,8 +223,8 @@ def test_teacher_at_every_exit_layer_matches_a_slow_reference(method: str, token
     batch = MatryoshkaDataCollator(tokenizer)([rows[i] for i in range(6)])
     model.eval()
     with torch.no_grad():
-        encoded = trainer.encode_columns(model, batch["features"])
-        got = trainer.teacher_term(encoded, batch).item()
+        encoded = trainer.model.encode_columns(batch["features"])
+        got = trainer.model.teacher(encoded, batch["features"], batch["texts"]).item()
         texts = batch["texts"][0] + batch["texts"][1]
         features = tokenizer(texts, padding=True, return_tensors="pt")
         teacher = trainer.teacher.model(**features, dimension=64).embeddings

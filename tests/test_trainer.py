@@ -156,9 +156,17 @@ def test_aux_modules_checkpointed_restored_and_not_exported(tokenizer, tmp_path:
         saved_keys = set(f.keys())
     assert saved_keys == set(full.objective.state_dict())
     assert any("lifts" in k for k in saved_keys) and any("projectors" in k for k in saved_keys)
-    # The aux learning rate is its own group, 2x the encoder's by default.
-    lrs = [g["initial_lr"] for g in full.optimizer.param_groups]
-    assert lrs[-1] == pytest.approx(2 * lrs[0])
+    # The aux modules are parameters of the module the Trainer wraps, in groups of their own at 2x the encoder's
+    # learning rate by default; every trainable parameter is in exactly one group.
+    aux = {id(p) for p in full.objective.parameters()}
+    grouped = [{id(p) for p in g["params"]} for g in full.optimizer.param_groups]
+    assert aux <= {id(p) for p in full.model.parameters()}
+    assert all(ids <= aux or not ids & aux for ids in grouped)  # no group mixes the two
+    assert set().union(*grouped) == {id(p) for p in full.model.parameters() if p.requires_grad}
+    for ids, group in zip(grouped, full.optimizer.param_groups, strict=True):
+        expected = full.args.learning_rate * (2 if ids <= aux else 1)
+        assert group["initial_lr"] == pytest.approx(expected)
+    assert any(ids <= aux for ids in grouped) and any(not ids & aux for ids in grouped)
 
     # Resume from step 2 with freshly initialised aux modules: they are restored, and the run ends where
     # the uninterrupted one did.

@@ -137,6 +137,51 @@ class CachedTeacher:
         return TeacherOutput(out, None)
 
 
+class TeacherTerm:
+    """The teacher's term of a batch, ``term(encoded, features, texts) -> scalar``: the relational loss of the
+    student's pooled prefixes to the frozen teacher's full width, each text column once (SimCSE's second view is
+    the same texts), at the last layer or at each of ``layers``, averaged.
+
+    Args:
+        teacher: a LiveTeacher or CachedTeacher.
+        loss: a TeacherRelationLoss.
+        weight: its weight in the total loss.
+        layers: the exit layers the term applies to (empty: the last layer).
+        token_cka: compare last-layer token states too (a live teacher with the student's tokenizer).
+    """
+
+    def __init__(
+        self, teacher: Any, loss: nn.Module, weight: float, layers: list[int] | None = None, token_cka: bool = False
+    ) -> None:
+        self.teacher = teacher
+        self.loss = loss
+        self.weight = weight
+        self.layers = list(layers or [])
+        self.token_cka = token_cka
+
+    def to(self, device: torch.device | str) -> TeacherTerm:
+        self.teacher.to(device)
+        return self
+
+    def __call__(self, encoded: list[Any], features: list[dict[str, torch.Tensor]], texts: Any) -> torch.Tensor:
+        if texts is None:
+            raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
+        taught = self.teacher(features, texts)
+        students = encoded[: len(features)]
+        token_pairs = None
+        if taught.token_states is not None and self.token_cka:
+            token_pairs = [
+                (s.last_hidden_state, t, s.attention_mask) for s, t in zip(students, taught.token_states, strict=True)
+            ]
+        target = torch.cat(taught.embeddings)
+        terms = []
+        for layer in self.layers or [None]:  # None: the last layer
+            last = layer is None or layer == students[0].num_layers
+            student = torch.cat([s.pooled(None if last else layer) for s in students])
+            terms.append(self.loss(student, target, token_pairs if last else None)["teacher"])
+        return torch.stack(terms).mean()
+
+
 def build_teacher(
     args: Any, student: nn.Module, student_tokenizer: Any = None, max_length: int | None = None
 ) -> LiveTeacher | CachedTeacher | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections import defaultdict
 from typing import Any
@@ -11,14 +10,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..losses.base import EncodedText
-from ..losses.gather import world
 from ..losses.objective import build_objective, resolve_settings
 from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .checkpoints import AtomicCheckpoints
 from .collator import MatryoshkaDataCollator, split_columns
+from .module import TrainingModule
 from .tasks import infer_task
+from .teacher import TeacherTerm
 from .unwrap import matryoshka_model
 
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
@@ -31,12 +30,13 @@ class NonFiniteLossError(RuntimeError):
 class MIPICTrainer(AtomicCheckpoints):
     """Trainer for Matryoshka embeddings with the MIPIC objective (or a baseline, ``args.method``).
 
-    ``compute_loss`` runs one encoder forward per text column (two for SimCSE's dropout views), keeps the
-    hidden states when the objective needs them, and computes every term from that cache. The auxiliary
-    modules (SIA lifts, PIC projectors, classifier) live in ``self.objective``: trained with their own
-    learning rate multiplier, saved in every checkpoint as ``mipic_aux.safetensors`` and restored on
-    resume, never part of the saved model. Checkpoints appear whole or not at all (``AtomicCheckpoints``).
-    Components are logged (mrl, rung, sia_att, sia_cka, pic, total).
+    The Trainer holds (and accelerate wraps) a :class:`TrainingModule`: the model given as ``model=`` (the
+    encoder, ``trainer.encoder``) and the objective (``trainer.objective``) in one module, whose forward runs
+    one encoder pass per text column (two for SimCSE's dropout views) and every term from that cache. So DDP,
+    FSDP and DeepSpeed sync and shard the auxiliary modules (SIA lifts, PIC projectors, classifier) like the
+    encoder. Those are trained at their own learning rate multiplier, saved in every checkpoint as
+    ``mipic_aux.safetensors`` and restored on resume, never part of the saved model. Checkpoints appear whole
+    or not at all (``AtomicCheckpoints``). Components are logged (mrl, rung, sia_att, sia_cka, pic, total).
     """
 
     def __init__(
@@ -79,8 +79,9 @@ class MIPICTrainer(AtomicCheckpoints):
             objective = build_objective(args, matryoshka_model(model).config, self.task_loss, num_labels)
         self.objective = objective
         self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
+        teacher = self._build_teacher(args, model, processing_class, data_collator)
         super().__init__(
-            model=model,
+            model=TrainingModule(model, objective, self.task_loss, teacher),
             args=args,
             data_collator=data_collator,
             train_dataset=train_dataset,
@@ -88,24 +89,21 @@ class MIPICTrainer(AtomicCheckpoints):
             processing_class=processing_class,
             **kwargs,
         )
-        self.objective.to(self.args.device)
-        self.teacher, self.teacher_loss = self._build_teacher(model, processing_class, data_collator)
+        self.teacher = teacher.teacher if teacher is not None else None
         self.loss_is_scaled_for_ga = False  # per-batch mean: the Trainer divides by accumulation steps
-        self._aux_grads_step = -1
-        self._aux_synced = False
         self._components: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
 
-    def _build_teacher(self, model: Any, tokenizer: Any, collator: Any) -> tuple[Any, Any]:
-        """The frozen teacher and its loss when ``teacher_model`` or ``teacher_cache`` is set."""
+    @staticmethod
+    def _build_teacher(args: MIPICTrainingArguments, model: Any, tokenizer: Any, collator: Any) -> TeacherTerm | None:
+        """The frozen teacher's term when ``teacher_model`` or ``teacher_cache`` is set."""
         from ..losses.teacher_relation import TeacherRelationLoss
         from .teacher import build_teacher
 
-        args = self.args
         if not (args.teacher_model or args.teacher_cache):
-            return None, None
+            return None
         config = matryoshka_model(model).config
         dims = list(args.teacher_dims or config.matryoshka_dimensions)
         bad = [d for d in dims if not 1 <= d <= int(config.text_config.hidden_size)]
@@ -120,46 +118,15 @@ class MIPICTrainer(AtomicCheckpoints):
             cka_weight=args.teacher_cka_weight,
             relation=args.teacher_relation,
         )
-        return teacher.to(args.device), loss
+        term = TeacherTerm(teacher, loss, args.teacher_weight, args.teacher_layers, bool(args.teacher_cka_weight))
+        return term.to(args.device)
 
-    def teacher_term(self, encoded: list[EncodedText], inputs: dict[str, Any]) -> torch.Tensor:
-        """The teacher term of this batch: each text column once (SimCSE's second view is the same texts)."""
-        columns = len(inputs["features"])
-        texts = inputs.get("texts")
-        if texts is None:
-            raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
-        taught = self.teacher(inputs["features"], texts)
-        students = encoded[:columns]
-        token_pairs = None
-        if taught.token_states is not None and self.args.teacher_cka_weight:
-            token_pairs = [
-                (s.last_hidden_state, t, s.attention_mask) for s, t in zip(students, taught.token_states, strict=True)
-            ]
-        target = torch.cat(taught.embeddings)
-        terms = []
-        for layer in self.args.teacher_layers or [None]:  # None: the last layer
-            last = layer is None or layer == students[0].num_layers
-            student = torch.cat([s.pooled(None if last else layer) for s in students])
-            terms.append(self.teacher_loss(student, target, token_pairs if last else None)["teacher"])
-        return torch.stack(terms).mean()
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The model being trained (what ``model=`` was), without the objective around it."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False).encoder
 
     # ----- loss -------------------------------------------------------------------------------------
-    def encode_columns(self, model: torch.nn.Module, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
-        """One encoder forward per text column (the single column twice for SimCSE)."""
-        task_weight = getattr(getattr(self.objective, "task", None), "weight", 1.0)
-        columns = features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
-        need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
-        need_hidden = need_hidden or (self.teacher is not None and bool(self.args.teacher_layers))
-        inner = matryoshka_model(model)
-        token_map = inner.rotate if inner.output_rotation is not None else None
-        encoded = []
-        for batch in columns:
-            out = model(**batch, output_hidden_states=need_hidden)
-            encoded.append(
-                EncodedText(out.last_hidden_state, batch["attention_mask"], inner.pool, out.hidden_states, token_map)
-            )
-        return encoded
-
     def compute_loss(
         self,
         model: torch.nn.Module,
@@ -168,11 +135,7 @@ class MIPICTrainer(AtomicCheckpoints):
         num_items_in_batch: Any = None,
     ) -> Any:
         check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
-        encoded = self.encode_columns(model, inputs["features"])
-        parts = self.objective(encoded, inputs.get("labels"))
-        if self.teacher is not None:
-            parts["teacher"] = self.teacher_term(encoded, inputs)
-            parts["loss"] = parts["loss"] + self.args.teacher_weight * parts["teacher"]
+        parts = model(features=inputs["features"], labels=inputs.get("labels"), texts=inputs.get("texts"))
         loss = parts["loss"]
         if model.training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(self._nonfinite_message(parts))
@@ -213,59 +176,34 @@ class MIPICTrainer(AtomicCheckpoints):
         super().log(logs, start_time)
 
     # ----- optimizer and checkpoints ---------------------------------------------------------------
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        # The Trainer zeroes only the model's gradients after each update: zero the auxiliary modules' at the
-        # first micro-batch of every update (robust to skipped fp16 steps and gradient accumulation).
-        if self._aux_grads_step != self.state.global_step:
-            self.objective.zero_grad(set_to_none=True)
-            self._aux_grads_step = self.state.global_step
-        if not self._aux_synced:
-            self._broadcast_aux()
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.accelerator.sync_gradients:
-            self._average_aux_grads()
-        return loss
-
-    def _broadcast_aux(self) -> None:
-        """Multi-process: start every rank from rank 0's auxiliary weights (DDP does this for the encoder)."""
-        self._aux_synced = True
-        if world()[1] > 1:
-            for tensor in self.objective.state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
-
-    def _average_aux_grads(self) -> None:
-        """Multi-process: average the auxiliary modules' gradients over ranks, as DDP does for the encoder's
-        (they live outside the DDP-wrapped model)."""
-        rank, size = world()
-        if size == 1:
-            return
-        for p in self.objective.parameters():
-            if p.requires_grad:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad)
-                p.grad.div_(size)
-
-    def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
-        # One global norm over everything the optimizer updates: the encoder and the auxiliary modules.
-        if self._has_mixed_mesh_grads(model) or not any(True for _ in self.objective.parameters()):
-            return super()._clip_grad_norm(model)
-        params = itertools.chain(model.parameters(), self.objective.parameters())
-        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
-
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with the objective's parameters moved to groups of their own at
+        ``aux_lr_multiplier`` x the learning rate (each keeps its weight decay group)."""
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        aux = [p for p in self.objective.parameters() if p.requires_grad and id(p) not in known]
-        if aux:
-            optimizer.add_param_group(
-                {
-                    "params": aux,
-                    "lr": self.args.learning_rate * self.aux_lr_multiplier,
-                    "weight_decay": self.args.weight_decay,
-                }
-            )
+        aux = {id(p) for p in self.objective.parameters()}
+        if not aux or self.aux_lr_multiplier == 1.0:
+            return optimizer
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in aux]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in aux]
+                settings = {k: v for k, v in group.items() if k != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr": group["lr"] * self.aux_lr_multiplier})
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
         return optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the encoder as the model, as the Trainer would save it alone (the objective's weights go to
+        checkpoints only, :meth:`save_aux`). A state dict gathered by a sharded engine holds the whole module's
+        keys: the encoder's are kept."""
+        if state_dict is not None:
+            state_dict = {k.removeprefix("encoder."): v for k, v in state_dict.items() if k.startswith("encoder.")}
+        held = self.model
+        self.model = self.encoder
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model = held
 
     def write_extra_checkpoint_files(self, folder: str) -> None:
         self.save_aux(folder)
@@ -298,5 +236,9 @@ class MIPICTrainer(AtomicCheckpoints):
         self.objective.load_state_dict(state)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        super()._load_from_checkpoint(resume_from_checkpoint, self.encoder if model is None else model)
         self.load_aux(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """``load_best_model_at_end``: the best checkpoint's encoder and auxiliary weights."""
+        self._load_from_checkpoint(self.state.best_model_checkpoint)

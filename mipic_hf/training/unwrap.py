@@ -1,4 +1,5 @@
-"""Find the MatryoshkaModel inside the wrappers training adds (DDP / accelerate ``.module``, PEFT)."""
+"""Find the MatryoshkaModel inside the wrappers training adds (DDP / accelerate ``.module``, PEFT, the
+``TrainingModule`` the Trainer holds)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def find_matryoshka_model(model: Any, max_depth: int = 5) -> Any | None:
             seen = seen.module
         elif hasattr(seen, "get_base_model"):
             seen = seen.get_base_model()
+        elif hasattr(seen, "objective") and hasattr(seen, "encoder"):  # training.module.TrainingModule
+            seen = seen.encoder
         else:
             return None
     return None
