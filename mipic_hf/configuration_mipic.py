@@ -54,6 +54,65 @@ def _check_ascending(field: str, values: list[int]) -> None:
         raise ValueError(f"{field} must be strictly ascending, got {values}")
 
 
+def _text_config(text_config: PretrainedConfig | dict | None) -> PretrainedConfig:
+    """The backbone's config from a config, its dict (naming ``model_type``) or None (BERT's defaults)."""
+    if text_config is None:
+        return AutoConfig.for_model("bert")
+    if isinstance(text_config, dict):
+        text_config = dict(text_config)
+        if "model_type" not in text_config:
+            raise ValueError("text_config must name its model_type (e.g. 'bert', 'xlm-roberta', 'qwen3')")
+        return AutoConfig.for_model(text_config.pop("model_type"), **text_config)
+    if not isinstance(text_config, PretrainedConfig):
+        raise ValueError(f"text_config must be a PretrainedConfig or a dict, got {type(text_config).__name__}")
+    return text_config
+
+
+def _budgets(
+    dims: list[int] | None, layers: list[int] | None, hidden_size: int, num_layers: int
+) -> tuple[list[int], list[int]]:
+    """The checked Matryoshka dims (ascending, ending at the hidden size) and exit layers (ascending, in range)."""
+    dims = _int_list("matryoshka_dimensions", default_dimensions(hidden_size) if dims is None else dims)
+    _check_ascending("matryoshka_dimensions", dims)
+    if dims[0] < 1:
+        raise ValueError(f"matryoshka_dimensions must be >= 1, got {dims}")
+    if dims[-1] > hidden_size:
+        raise ValueError(f"matryoshka_dimensions must be <= the hidden size {hidden_size}, got {dims}")
+    if dims[-1] != hidden_size:
+        raise ValueError(f"matryoshka_dimensions must end with the hidden size {hidden_size}, got {dims}")
+    layers = _int_list("matryoshka_layers", list(range(1, num_layers + 1)) if layers is None else layers)
+    _check_ascending("matryoshka_layers", layers)
+    if layers[0] < 1 or layers[-1] > num_layers:
+        raise ValueError(f"matryoshka_layers must lie in 1..{num_layers} (num_hidden_layers), got {layers}")
+    return dims, layers
+
+
+def _pooling(pooling: str | None, text_config: PretrainedConfig) -> str:
+    """The pooling mode: last_token for decoders and cls for encoders by default; cls refused for decoders."""
+    causal = _is_causal_backbone(text_config)
+    if pooling is None:
+        pooling = "last_token" if causal else "cls"
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+    if pooling == "cls" and causal:
+        raise ValueError(
+            f"pooling 'cls' is not valid for the decoder backbone {text_config.model_type!r} "
+            "(its first token attends to nothing); use 'last_token' or 'mean'"
+        )
+    return pooling
+
+
+def _in_range(name: str, value: int | None, top: int, what: str) -> int:
+    """``value`` (None: ``top``) checked to be an integer in 1..top; ``what`` names top in the message."""
+    if value is None:
+        return top
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer in 1..{top}, got {value!r}")
+    if not 1 <= value <= top:
+        raise ValueError(f"{name} must lie in 1..{top}{what}, got {value}")
+    return value
+
+
 class MatryoshkaConfig(PretrainedConfig):
     """Configuration of :class:`MatryoshkaModel`: a backbone plus its nested (dimension, layer) budgets.
 
@@ -102,59 +161,14 @@ class MatryoshkaConfig(PretrainedConfig):
         adapter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if text_config is None:
-            text_config = AutoConfig.for_model("bert")
-        elif isinstance(text_config, dict):
-            text_config = dict(text_config)
-            if "model_type" not in text_config:
-                raise ValueError("text_config must name its model_type (e.g. 'bert', 'xlm-roberta', 'qwen3')")
-            text_config = AutoConfig.for_model(text_config.pop("model_type"), **text_config)
-        elif not isinstance(text_config, PretrainedConfig):
-            raise ValueError(f"text_config must be a PretrainedConfig or a dict, got {type(text_config).__name__}")
+        text_config = _text_config(text_config)
         self.text_config = text_config
-
         hidden_size = int(text_config.hidden_size)
         num_layers = int(text_config.num_hidden_layers)
-
-        dims = default_dimensions(hidden_size) if matryoshka_dimensions is None else matryoshka_dimensions
-        dims = _int_list("matryoshka_dimensions", dims)
-        _check_ascending("matryoshka_dimensions", dims)
-        if dims[0] < 1:
-            raise ValueError(f"matryoshka_dimensions must be >= 1, got {dims}")
-        if dims[-1] > hidden_size:
-            raise ValueError(f"matryoshka_dimensions must be <= the hidden size {hidden_size}, got {dims}")
-        if dims[-1] != hidden_size:
-            raise ValueError(f"matryoshka_dimensions must end with the hidden size {hidden_size}, got {dims}")
-
-        layers = list(range(1, num_layers + 1)) if matryoshka_layers is None else matryoshka_layers
-        layers = _int_list("matryoshka_layers", layers)
-        _check_ascending("matryoshka_layers", layers)
-        if layers[0] < 1 or layers[-1] > num_layers:
-            raise ValueError(f"matryoshka_layers must lie in 1..{num_layers} (num_hidden_layers), got {layers}")
-
-        causal = _is_causal_backbone(text_config)
-        if pooling is None:
-            pooling = "last_token" if causal else "cls"
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
-        if pooling == "cls" and causal:
-            raise ValueError(
-                f"pooling 'cls' is not valid for the decoder backbone {text_config.model_type!r} "
-                "(its first token attends to nothing); use 'last_token' or 'mean'"
-            )
-
-        if default_dimension is None:
-            default_dimension = hidden_size
-        if isinstance(default_dimension, bool) or not isinstance(default_dimension, int):
-            raise ValueError(f"default_dimension must be an integer in 1..{hidden_size}, got {default_dimension!r}")
-        if not 1 <= default_dimension <= hidden_size:
-            raise ValueError(f"default_dimension must lie in 1..{hidden_size}, got {default_dimension}")
-        if default_layer is None:
-            default_layer = num_layers
-        if isinstance(default_layer, bool) or not isinstance(default_layer, int):
-            raise ValueError(f"default_layer must be an integer in 1..{num_layers}, got {default_layer!r}")
-        if not 1 <= default_layer <= num_layers:
-            raise ValueError(f"default_layer must lie in 1..{num_layers} (num_hidden_layers), got {default_layer}")
+        dims, layers = _budgets(matryoshka_dimensions, matryoshka_layers, hidden_size, num_layers)
+        pooling = _pooling(pooling, text_config)
+        default_dimension = _in_range("default_dimension", default_dimension, hidden_size, "")
+        default_layer = _in_range("default_layer", default_layer, num_layers, " (num_hidden_layers)")
         if max_seq_length is not None and (
             isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1
         ):

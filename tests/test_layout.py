@@ -1,6 +1,6 @@
 """The package's layout rules, read from the source: imports run one way (cli -> recipe -> training -> hub ->
 evaluation -> losses / data -> modeling), the two modeling files that travel to the Hub import nothing else of
-ours, and no module imports another module's private name."""
+ours, no module imports another module's private name, and no function is over 60 lines of code."""
 
 from __future__ import annotations
 
@@ -160,3 +160,39 @@ def test_no_private_name_crosses_a_module(path: Path):
         if name.startswith("_") and not name.startswith("__")
     ]
     assert not private, "\n".join(private)
+
+
+MAX_FUNCTION_LINES = 60  # lines of code: the docstring, blank lines and comment lines do not count
+
+
+def code_lines(source: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of code in a function's body, after its docstring; nested functions count in their parent."""
+    body = node.body
+    if (
+        isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        body = body[1:]
+    if not body:
+        return 0
+    lines = source[body[0].lineno - 1 : node.end_lineno]
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_code_lines_counts_the_body_only() -> None:
+    source = 'def f():\n    """Doc.\n\n    More."""\n    # a comment\n    x = 1\n\n    return x\n'
+    node = ast.parse(source).body[0]
+    assert code_lines(source.splitlines(), node) == 2
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_function_needs_a_scroll_bar(path: Path):
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    long = [
+        f"{node.name} (line {node.lineno}): {code_lines(lines, node)} lines"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(lines, node) > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"split these into functions of at most {MAX_FUNCTION_LINES} lines of code: {long}"
