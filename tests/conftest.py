@@ -66,3 +66,14 @@ def tiny_backbone(tmp_path_factory, minilm_path: str) -> str:
     BertModel(tiny_config("bert", vocab_size=tokenizer.vocab_size), add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every markdown table row in ``text`` (header rows included, separator rows dropped)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and line.endswith("|"):
+            cells = [c.strip() for c in line[1:-1].split("|")]
+            if not all(set(c) <= set(":-") for c in cells):
+                rows.append(cells)
+    return rows

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import markdown_rows, tiny_config
 from datasets import Dataset
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
@@ -264,8 +264,9 @@ def test_write_outputs(grid_run, tmp_path: Path) -> None:
     assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(results))
     md = paths["markdown"].read_text()
     assert md == markdown_table(results)
-    assert "### fake_sts (sts, spearman)" in md and "| layer | d=8 | d=16 | d=64 |" in md
-    assert f"| L1 | {main_score(results, 'fake_sts', 1, 8):.2f} |" in md
+    rows = markdown_rows(md)
+    assert "### fake_sts (sts, spearman)" in md and ["layer", "d=8", "d=16", "d=64"] in rows
+    assert ["L1", *(f"{main_score(results, 'fake_sts', 1, d):.2f}" for d in DIMS)] in rows
     for task in results["tasks"]:
         for kind in ("score_vs_dim", "heatmap"):
             path = paths[f"{task}_{kind}"]
@@ -288,7 +289,8 @@ def test_base_scores_beside_the_trained_ones(grid_run) -> None:
     results["base"] = {"model": "start", "tasks": base["tasks"]}
     table = task_table(results, "fake_sts")
     trained, before = main_score(results, "fake_sts", 1, 8), main_score(base, "fake_sts", 1, 8)
-    assert f"| L1 base | {before:.2f} |" in table and f"| L1 | {trained:.2f} |" in table
+    rows = {row[0]: row[1] for row in markdown_rows(table)}
+    assert rows["L1 base"] == f"{before:.2f}" and rows["L1"] == f"{trained:.2f}"
     assert "base: the starting checkpoint (start)" in table
     line = summary_lines(results)[0]
     layer = max(results["layers"], key=lambda lay: main_score(results, "fake_sts", lay, 8))

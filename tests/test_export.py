@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ARCHS, tiny_config
+from conftest import ARCHS, markdown_rows, tiny_config
 from huggingface_hub import ModelCard
 from test_hub_format import _fresh_env, load_in_fresh_process
 from test_trainer import WORDS
@@ -131,13 +131,16 @@ def test_card_renders_and_parses(runs: dict[str, Path]) -> None:
         "trust_remote_code=True",
         "dimension=64, layer=",
         "truncate_dim=64",
-        "| L1 |",
         "eval/stsb_score_vs_dim.png",
         "```yaml",
         "- transformers: ",
         "arXiv:2604.24374",
     ):
         assert needle in body, needle
+    scores = {row[0]: row[1:] for row in markdown_rows(body) if row[0] in ("L1", "L2")}  # the card's grid table
+    assert scores["L2"] == [
+        f"{results['tasks']['stsb']['scores']['L2'][f'D{d}']['spearman']:.2f}" for d in results["dims"]
+    ]
     assert f'AutoModel.from_pretrained("{export}"' in body  # no repo id yet: the snippet loads the folder
 
 

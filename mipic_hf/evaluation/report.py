@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from .grid import average_main_score, main_score
 
 
@@ -16,8 +18,18 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown (pipe) table of formatted cells, written by pandas (``DataFrame.to_markdown``, tabulate); cells
+    stay as given (no number parsing)."""
+    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
+
+
 def safe_name(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)
+
+
+def _grid_header(dims: list[int]) -> list[str]:
+    return ["layer", *(f"d={d}" for d in dims)]
 
 
 def task_table(results: Mapping[str, Any], task: str) -> str:
@@ -27,18 +39,12 @@ def task_table(results: Mapping[str, Any], task: str) -> str:
     dims, layers = results["dims"], results["layers"]
     base = results.get("base")
     base = base if base is not None and task in base["tasks"] else None
-    lines = [
-        f"### {task} ({entry['task_type']}, {entry['main_metric']})",
-        "",
-        "| layer | " + " | ".join(f"d={d}" for d in dims) + " |",
-        "|---" * (len(dims) + 1) + "|",
-    ]
+    rows = []
     for layer in layers:
-        row = [_fmt(main_score(results, task, layer, d)) for d in dims]
-        lines.append(f"| L{layer} | " + " | ".join(row) + " |")
+        rows.append([f"L{layer}", *(_fmt(main_score(results, task, layer, d)) for d in dims)])
         if base is not None:
-            row = [_fmt(main_score(base, task, layer, d)) for d in dims]
-            lines.append(f"| L{layer} base | " + " | ".join(row) + " |")
+            rows.append([f"L{layer} base", *(_fmt(main_score(base, task, layer, d)) for d in dims)])
+    lines = [f"### {task} ({entry['task_type']}, {entry['main_metric']})", "", markdown(_grid_header(dims), rows)]
     if base is not None:
         lines += ["", f"base: the starting checkpoint ({base.get('model', 'before training')}), scored the same way."]
     return "\n".join(lines)
@@ -50,16 +56,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     parts += [task_table(results, task) for task in results["tasks"]]
     if results["tasks"]:
         dims, layers = results["dims"], results["layers"]
-        lines = [
-            "### average main score over tasks",
-            "",
-            "| layer | " + " | ".join(f"d={d}" for d in dims) + " |",
-            "|---" * (len(dims) + 1) + "|",
-        ]
-        for layer in layers:
-            lines.append(
-                f"| L{layer} | " + " | ".join(_fmt(average_main_score(results, layer, d)) for d in dims) + " |"
-            )
+        rows = [[f"L{layer}", *(_fmt(average_main_score(results, layer, d)) for d in dims)] for layer in layers]
+        lines = ["### average main score over tasks", "", markdown(_grid_header(dims), rows)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

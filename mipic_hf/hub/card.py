@@ -15,7 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data import BENCHMARKS
 from ..evaluation.grid import main_score
-from ..evaluation.report import safe_name, task_table
+from ..evaluation.report import markdown, safe_name, task_table
 from .folders import ONNX_INDEX_NAME as ONNX_INDEX
 from .folders import ONNX_SUBFOLDER, PACKAGE_DIR
 from .ids import is_hub_id
@@ -278,10 +278,7 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
     folder inside it.
     """
     prefix = f"{subfolder}/" if subfolder else ""
-    rows = [
-        "| file | exit layer | dimension | weights | size (MB) | checked at export on 12 sentences |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for entry in index["budgets"]:
         check = (
             f"max abs diff {entry['max_abs_diff']:.1e}"
@@ -289,9 +286,10 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
             else f"cosine to float32 {entry['mean_cosine_to_fp32']:.4f} (min {entry['min_cosine_to_fp32']:.4f})"
         )
         rows.append(
-            f"| `{prefix}{entry['file']}` | {entry['layer']} | {entry['dimension']} | "
-            f"{entry['quantization'] or 'float32'} | {entry['size_mb']} | {check} |"
+            [f"`{prefix}{entry['file']}`", str(entry["layer"]), str(entry["dimension"])]
+            + [entry["quantization"] or "float32", str(entry["size_mb"]), check]
         )
+    header = ["file", "exit layer", "dimension", "weights", "size (MB)", "checked at export on 12 sentences"]
     first = index["budgets"][0]
     if hub:
         fetch = (
@@ -310,7 +308,7 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
         + ". Inputs `input_ids` and `attention_mask` (int64, any batch size and length, any padding side), "
         "output `embeddings` (float32, batch x *d*).",
         "",
-        *rows,
+        markdown(header, rows),
         "",
         "```python",
         "import onnxruntime as ort",
