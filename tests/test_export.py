@@ -16,8 +16,8 @@ from test_hub_format import _fresh_env, load_in_fresh_process
 from test_trainer import WORDS
 from transformers import AutoModel, AutoTokenizer
 
-from mipic_hf import MatryoshkaModel
-from mipic_hf.hub.export import export_run
+from mipic_hf import MatryoshkaConfig, MatryoshkaModel
+from mipic_hf.hub.export import export_run, max_seq_length
 from mipic_hf.hub.folders import ExportError
 from mipic_hf.run import main
 
@@ -223,3 +223,19 @@ def test_bad_exports_fail_before_writing(runs: dict[str, Path], tmp_path: Path, 
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "error: RUN_DIR" in proc.stderr
     assert not (tmp_path / "o4").exists()
+
+
+@pytest.mark.parametrize(
+    ("arch", "own", "tokenizer_limit", "expected"),
+    [
+        ("xlm-roberta", None, 512, 130),  # the tiny config's 130 positions bound it
+        ("qwen3", None, 100, 100),  # the tokenizer's limit is the smaller
+        ("bert", None, int(1e30), 512),  # a tokenizer without a limit: BERT's 512 positions
+        ("bert", 64, 512, 64),  # the model's own max_seq_length first
+    ],
+)
+def test_sentence_bert_config_length_follows_sentence_transformers(arch, own, tokenizer_limit, expected) -> None:
+    """sentence_bert_config.json's max_seq_length: the model's own, else min(max_position_embeddings, the
+    tokenizer's model_max_length), as sentence-transformers derives it (no fixed fallback)."""
+    config = MatryoshkaConfig(text_config=tiny_config(arch), max_seq_length=own)
+    assert max_seq_length(config, tokenizer_limit) == expected

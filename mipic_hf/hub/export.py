@@ -66,7 +66,18 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
     check_out_dir(out, overwrite, source=run)
 
 
-def sentence_transformers_files(config: Any) -> dict[str, Any]:
+def max_seq_length(config: Any, tokenizer_max_length: int | None = None) -> int | None:
+    """The model's ``max_seq_length``, else what sentence-transformers' Transformer module takes for a model that
+    names none: the smaller of the backbone's ``max_position_embeddings`` and the tokenizer's ``model_max_length``
+    (tokenizers without a limit report ~1e30, ignored); None when neither is known."""
+    if config.max_seq_length:
+        return int(config.max_seq_length)
+    known = [getattr(config.text_config, "max_position_embeddings", None), tokenizer_max_length]
+    limits = [int(v) for v in known if isinstance(v, int) and 0 < v < 10**7]
+    return min(limits) if limits else None
+
+
+def sentence_transformers_files(config: Any, tokenizer_max_length: int | None = None) -> dict[str, Any]:
     """The sentence-transformers module files for a MatryoshkaConfig: Transformer -> Pooling (-> Dense) ->
     Normalize.
 
@@ -102,7 +113,10 @@ def sentence_transformers_files(config: Any) -> dict[str, Any]:
         "modules.json": modules,
         "1_Pooling/config.json": pooling,
         **dense,
-        "sentence_bert_config.json": {"max_seq_length": config.max_seq_length or 512, "do_lower_case": False},
+        "sentence_bert_config.json": {
+            "max_seq_length": max_seq_length(config, tokenizer_max_length),
+            "do_lower_case": False,
+        },
         "config_sentence_transformers.json": {
             "model_type": "SentenceTransformer",
             "prompts": {},
@@ -149,12 +163,13 @@ def _write_folder(
 
             (tmp / DENSE_DIR).mkdir()
             save_file(rotation_dense_weights(model), str(tmp / DENSE_DIR / "model.safetensors"))
-    AutoTokenizer.from_pretrained(run, config=config.text_config).save_pretrained(tmp)
+    tokenizer = AutoTokenizer.from_pretrained(run, config=config.text_config)
+    tokenizer.save_pretrained(tmp)
     tokenizer_config = tmp / "tokenizer_config.json"
     if tokenizer_config.is_file():  # loading-time flags transformers writes back; they mean nothing on the Hub
         settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
         write_json(tokenizer_config, {k: v for k, v in settings.items() if k not in ("is_local", "local_files_only")})
-    for name, value in sentence_transformers_files(config).items():
+    for name, value in sentence_transformers_files(config, tokenizer.model_max_length).items():
         write_json(tmp / name, value)
     if (run / "eval").is_dir():
         shutil.copytree(run / "eval", tmp / "eval", ignore=shutil.ignore_patterns("*.tmp"))
