@@ -2,7 +2,7 @@
 
     MIPIC_DATA_DIR=../shared/data python benchmarks/cost.py [--model PATH] [--text stsb|full] [--batch_size 32]
         [--seq_len 64] [--methods mrl mipic st_matryoshka ...] [--threads 2] [--skip_memory] [--skip_encode]
-        [--out FILE.json]
+        [--skip_time] [--out FILE.json]
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
 (round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported.
@@ -19,6 +19,10 @@ and the sentence-transformers peers ``st_matryoshka`` (``MatryoshkaLoss``) and `
 hyperparameters. ``Matryoshka2dLoss`` samples a layer and a dim with ``random``: each run draws them from its
 own generator seeded with 0, so runs are reproducible whatever else is run. ``mrl`` is the reference of
 every ratio.
+
+Operators: the backend operators one step dispatches (forward, backward, clip, AdamW; ``count_operators``), each a
+kernel launch on a GPU: the GPU-free proxy for a launch-bound GPU step. Exact, so ``--skip_time`` runs may count
+on a busy machine.
 
 Encode: ``MatryoshkaModel.encode`` (eval mode, full dimension, batch 64, its own length-sorted padding) of
 ``--encode_sentences`` sentences (STS-B sentences for ``--text stsb``, else the synthetic ones) at exit
@@ -48,7 +52,9 @@ import torch  # noqa: E402
 
 METHODS = {
     "mrl": {"method": "mrl"},
-    "mipic": {"method": "mipic"},
+    "mipic": {"method": "mipic"},  # the `default` preset: SIA and PIC off since issue 14
+    "mipic_tuned": {"method": "mipic", "preset": "tuned"},  # SIA and PIC on (the `default` before issue 14)
+    "mipic_paper": {"method": "mipic", "preset": "paper"},
     "mipic_detach": {"method": "mipic", "detach_sia_teacher": True},
     "2dmse": {"method": "2dmse"},
     "starbucks": {"method": "starbucks"},
@@ -172,6 +178,24 @@ def training_step(loss, params: list[torch.Tensor], optimizer: torch.optim.Optim
         return value.item()
 
     return step
+
+
+def count_operators(run: Run) -> int:
+    """Operators one training step (forward, backward, clip, AdamW) dispatches to the backend kernels, counted
+    below autograd with a TorchDispatchMode (backward's ops included); each one is a kernel launch on a GPU, so
+    the count is what a launch-bound GPU step pays. Deterministic: the same batch gives the same count."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter() as counter:
+        run.step()
+    return counter.count
 
 
 def matryoshka_dims(model_path: str) -> list[int]:
@@ -328,17 +352,18 @@ def print_tables(results: dict) -> None:
         f"{cfg['rounds']} alternating rounds, torch {cfg['torch']}, {cfg['threads']} threads"
     )
     print(
-        "| method | step time / mrl | peak RSS growth / mrl | saved for backward / mrl | median step (s) | "
-        "peak RSS growth (MiB) | saved (MiB) |"
+        "| method | step time / mrl | peak RSS growth / mrl | saved for backward / mrl | operators / mrl | "
+        "median step (s) | peak RSS growth (MiB) | saved (MiB) | operators per step |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m, r in results["methods"].items():
         growth = None if r["peak_rss_growth_bytes"] is None else r["peak_rss_growth_bytes"] / 2**20
         saved = None if r["saved_bytes"] is None else r["saved_bytes"] / 2**20
         print(
             f"| {m} | {fmt(r['step_time_ratio'], '.2f', 'x')} | {fmt(r['peak_rss_growth_ratio'], '.2f', 'x')} | "
-            f"{fmt(r['saved_ratio'], '.2f', 'x')} | {r['median_step_s']:.3f} | {fmt(growth, '.0f')} | "
-            f"{fmt(saved, '.0f')} |"
+            f"{fmt(r['saved_ratio'], '.2f', 'x')} | {fmt(r['operators_ratio'], '.2f', 'x')} | "
+            f"{fmt(r['median_step_s'], '.3f')} | {fmt(growth, '.0f')} | {fmt(saved, '.0f')} | "
+            f"{fmt(r['operators_per_step'], 'd')} |"
         )
     enc = results["encode"]
     if enc is None:
@@ -371,6 +396,7 @@ def main() -> None:
     parser.add_argument("--encode_rounds", type=int, default=3)
     parser.add_argument("--skip_memory", action="store_true", help="no memory subprocesses (memory columns n/a)")
     parser.add_argument("--skip_encode", action="store_true", help="no encode throughput table")
+    parser.add_argument("--skip_time", action="store_true", help="no timed rounds (time columns n/a; e.g. busy CPU)")
     parser.add_argument("--out", help="also write every number to this JSON file")
     parser.add_argument("--memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -390,8 +416,9 @@ def main() -> None:
     for m in methods:
         for _ in range(args.warmup):
             runs[m].step()
+    operators = {m: count_operators(runs[m]) for m in methods}
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(args.rounds):
+    for _ in range(0 if args.skip_time else args.rounds):
         for m in methods:
             start = time.perf_counter()
             runs[m].step()
@@ -412,7 +439,7 @@ def main() -> None:
     if not args.skip_memory:
         memory = {m: measure_memory(m, args) for m in methods}
 
-    base_t, base_m = statistics.median(times["mrl"]), memory["mrl"]
+    base_t, base_m = (statistics.median(times["mrl"]) if times["mrl"] else None), memory["mrl"]
     results = {
         "config": {
             "model": args.model,
@@ -428,11 +455,13 @@ def main() -> None:
         "encode": encode,
     }
     for m in methods:
-        t, mem = statistics.median(times[m]), memory[m]
+        t, mem = (statistics.median(times[m]) if times[m] else None), memory[m]
         results["methods"][m] = {
             "median_step_s": t,
             "step_times_s": times[m],
-            "step_time_ratio": t / base_t,
+            "step_time_ratio": ratio(t, base_t),
+            "operators_per_step": operators[m],
+            "operators_ratio": operators[m] / operators["mrl"],
             "peak_rss_growth_bytes": mem["peak_growth"],
             "saved_bytes": mem["saved"],
             "peak_rss_growth_ratio": ratio(mem["peak_growth"], base_m["peak_growth"]),

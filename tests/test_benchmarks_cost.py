@@ -28,7 +28,9 @@ def test_cost_benchmark_runs_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Pa
         assert row["median_step_s"] > 0 and len(row["step_times_s"]) == 2, method
         assert row["peak_rss_growth_bytes"] is not None and row["saved_bytes"] > 0, method
     mrl = results["methods"]["mrl"]
-    assert mrl["step_time_ratio"] == 1.0 and mrl["saved_ratio"] == 1.0
+    assert mrl["step_time_ratio"] == 1.0 and mrl["saved_ratio"] == 1.0 and mrl["operators_ratio"] == 1.0
+    # MIPIC's SIA and PIC add operators to mrl's step; the counts are exact, not timed
+    assert results["methods"]["mipic"]["operators_per_step"] > mrl["operators_per_step"]
     # The tiny backbone has 2 layers: the only exit layer of [2, 4, full] it has is 2, the full model.
     rows = results["encode"]["rows"]
     assert [r["layer"] for r in rows] == [2] and rows[0]["full_depth"] and rows[0]["throughput_ratio"] == 1.0
@@ -36,4 +38,30 @@ def test_cost_benchmark_runs_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Pa
     # The markdown tables: one row per method, one per exit layer.
     for method in METHODS:
         assert f"| {method} | " in proc.stdout
-    assert "| 2 (full) | " in proc.stdout and "| mrl | 1.00x | 1.00x | 1.00x |" in proc.stdout
+    assert "| 2 (full) | " in proc.stdout and "| mrl | 1.00x | 1.00x | 1.00x | 1.00x |" in proc.stdout
+
+
+def test_count_operators_counts_each_backend_call_below_autograd() -> None:
+    """Known counts: every backend call of the step, the forward's and the backward's."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("cost", COST)
+    cost = importlib.util.module_from_spec(spec)
+    sys.modules["cost"] = cost  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(cost)
+
+    def forward_only() -> float:
+        return float((torch.ones(2) + 1).sum())
+
+    def with_backward() -> float:
+        leaf = torch.ones(2, requires_grad=True)
+        (leaf + 1).sum().backward()
+        return 0.0
+
+    # ones, add, sum, and the read of the scalar (_local_scalar_dense)
+    assert cost.count_operators(cost.Run(loss=None, step=forward_only)) == 4
+    # ones, add, sum; backward: ones_like (the seed), expand (sum's backward), new_empty_strided + copy_ (the
+    # leaf's .grad): the backward runs below the mode too
+    assert cost.count_operators(cost.Run(loss=None, step=with_backward)) == 7

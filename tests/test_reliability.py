@@ -82,7 +82,8 @@ def _logged(output: str, key: str) -> list[float]:
 
 
 def test_two_processes_equal_one_process_over_the_same_global_batch(deterministic_backbone: str, tmp_path: Path):
-    """DDP (gloo, 2 ranks x 4 rows) == one process with 2 accumulated micro-batches of 4 (the same 8 rows)."""
+    """DDP (gloo, 2 ranks x 4 rows), plain and gradient-cached, == one process with 2 accumulated micro-batches of 4
+    (the same 8 rows)."""
     data = _pairs_csv(tmp_path / "pairs.csv")
     common = ["--train_kind", "pairs", "--per_device_train_batch_size", "4", "--preset", "tuned"]  # aux modules on
     ddp_log = _launch(
@@ -109,6 +110,14 @@ def test_two_processes_equal_one_process_over_the_same_global_batch(deterministi
         and len(_logged(one_log, "loss")) == 3
     )
     assert set(_logged(ddp_log, "candidates")) == {4.0}  # in-batch candidates: this rank's 4 positives
+
+    # gradient caching (mini-batches of 3 of each rank's 4 rows): the same weights, DDP syncing the last replay
+    cache = ["--cache_mini_batch_size", "3"]
+    _launch([*_common(deterministic_backbone, data, tmp_path / "cached"), *common, *cache], 2, tmp_path)
+    for name in ("model.safetensors", "checkpoint-3/mipic_aux.safetensors"):
+        cached, one_run = load_file(tmp_path / "cached" / name), load_file(tmp_path / "one" / name)
+        for key in one_run:
+            torch.testing.assert_close(cached[key], one_run[key], atol=1e-6, rtol=0, msg=f"cached {name}: {key}")
 
     gather_log = _launch(
         [*_common(deterministic_backbone, data, tmp_path / "gather"), *common, "--gather_across_devices", "true"],

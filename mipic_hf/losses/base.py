@@ -10,6 +10,10 @@ import torch
 NEG_INF = -1e9  # finite "minus infinity" for masked scores: keeps 0 * log terms finite in backward
 
 
+def _no_pooling(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    raise ValueError("this text holds cached pooled vectors only, not for this layer")
+
+
 @dataclass
 class EncodedText:
     """The cached output of one encoder forward over one text column.
@@ -29,14 +33,25 @@ class EncodedText:
     pool_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     hidden_states: tuple[torch.Tensor, ...] | None = None
     token_map: Callable[[torch.Tensor], torch.Tensor] | None = None
+    layer_count: int | None = None
     _pooled: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
     _mapped: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_pooled(
+        cls, pooled: dict[int | None, torch.Tensor], attention_mask: torch.Tensor, num_layers: int
+    ) -> EncodedText:
+        """Pooled vectors computed elsewhere (gradient caching: ``pooled[None]`` is the last layer's), without token
+        states: the embedding-level terms read them; a token-level term finds no states and says so."""
+        return cls(pooled[None], attention_mask, _no_pooling, layer_count=num_layers, _pooled=dict(pooled))
+
     @property
     def num_layers(self) -> int:
-        if self.hidden_states is None:
-            raise ValueError("this objective needs hidden states, but the encoder pass did not keep them")
-        return len(self.hidden_states) - 1
+        if self.hidden_states is not None:
+            return len(self.hidden_states) - 1
+        if self.layer_count is not None:
+            return self.layer_count
+        raise ValueError("this objective needs hidden states, but the encoder pass did not keep them")
 
     def states(self, layer: int | None = None) -> torch.Tensor:
         """Token states of ``layer`` (None: the last layer), in the embedding's coordinates (``token_map``)."""
@@ -48,10 +63,13 @@ class EncodedText:
         return self._mapped[key]
 
     def _key(self, layer: int | None) -> int | None:
-        return None if layer is None or (self.hidden_states is not None and layer == self.num_layers) else layer
+        known = self.hidden_states is not None or self.layer_count is not None
+        return None if layer is None or (known and layer == self.num_layers) else layer
 
     def raw_states(self, layer: int | None = None) -> torch.Tensor:
         """Token states of ``layer`` as the encoder returned them (None: the last layer)."""
+        if self.pool_fn is _no_pooling:
+            raise ValueError("token states were not kept: this text holds cached pooled vectors only")
         if layer is None or (self.hidden_states is not None and layer == self.num_layers):
             return self.last_hidden_state
         if self.hidden_states is None:

@@ -163,11 +163,15 @@ class MIPICLoss(nn.Module):
         self.rungs = self.ladder[:-1]  # the top rung is L_MRL's full-width term
         self.pic_task_weight = pic_task_weight
 
-    def forward(self, encoded: list[EncodedText], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, encoded: list[EncodedText], labels: torch.Tensor | None = None, with_token_terms: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """The loss and its components; ``with_token_terms=False`` leaves SIA out (gradient caching adds it mini-batch
+        by mini-batch through :meth:`token_terms`)."""
         out = dict(self.task([e.pooled() for e in encoded], labels))
         aux = out["mrl"].new_zeros(())
-        if self.sia is not None:
-            parts = [self.sia(e) for e in encoded]
+        if self.sia is not None and with_token_terms:
+            parts = [self.token_terms(e) for e in encoded]
             out["sia_att"] = torch.stack([p["sia_att"] for p in parts]).mean()
             out["sia_cka"] = torch.stack([p["sia_cka"] for p in parts]).mean()
             aux = aux + out["sia_att"] + out["sia_cka"]
@@ -180,3 +184,11 @@ class MIPICLoss(nn.Module):
             task = task + self.pic_task_weight * out["rung"]
         out["loss"] = self.alpha * task + (1.0 - self.alpha) * aux
         return out
+
+    def token_terms(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
+        """SIA of one text column (means over its sentences) and its share of the loss, ``"loss"``; empty when SIA
+        is off. Over a column split into mini-batches, the column's SIA is the row-weighted mean of theirs."""
+        if self.sia is None:
+            return {}
+        parts = self.sia(encoded)
+        return {**parts, "loss": (1.0 - self.alpha) * (parts["sia_att"] + parts["sia_cka"])}

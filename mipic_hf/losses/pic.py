@@ -110,7 +110,7 @@ class PICLoss(nn.Module):
         return [layer for _, layer in self.ladder]
 
     def forward(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
-        device = encoded.last_hidden_state.device
+        device = encoded.pooled().device
         links = []
         with torch.autocast(device_type=device.type, enabled=False):
             for r, phi in enumerate(self.projectors):

@@ -83,6 +83,7 @@ MINIMUM_COUNTS = {
     "save_total_limit": 1,
     "logging_steps": 0,
     "save_steps": 0,
+    "cache_mini_batch_size": 1,
 }
 
 

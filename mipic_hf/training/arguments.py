@@ -146,6 +146,15 @@ class MIPICTrainingArguments(TrainingArguments):
             "negatives from every rank; gradients flow through the local part only. SIA and CKA stay per-rank."
         },
     )
+    cache_mini_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Gradient caching (GradCache): encode each batch in mini-batches of this many rows without grad, "
+            "compute every embedding-level term on the whole batch, then backpropagate mini-batch by mini-batch: "
+            "the same gradient with one mini-batch of activations in memory (e.g. 4096 pairs on one GPU). "
+            "None: one pass."
+        },
+    )
     teacher_model: str | None = field(
         default=None,
         metadata={

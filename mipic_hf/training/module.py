@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..losses.base import EncodedText
+from .grad_cache import CachedBatch, Replay, encode_without_grad, replay_loss
 from .teacher import TeacherTerm
 from .unwrap import matryoshka_model
 
@@ -39,34 +40,62 @@ class TrainingModule(nn.Module):
         self.task_loss = task_loss
         self.teacher = teacher
 
-    def encode_columns(self, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
-        """One encoder forward per text column (the single column twice for SimCSE)."""
+    @property
+    def needs_hidden_states(self) -> bool:
+        need = bool(getattr(self.objective, "needs_hidden_states", True))
+        return need or (self.teacher is not None and bool(self.teacher.layers))
+
+    def columns(self, features: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """The encoder passes of a batch: one per text column, the single column twice for SimCSE's two views."""
         task_weight = getattr(getattr(self.objective, "task", None), "weight", 1.0)
-        columns = features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
-        need_hidden = bool(getattr(self.objective, "needs_hidden_states", True))
-        need_hidden = need_hidden or (self.teacher is not None and bool(self.teacher.layers))
+        return features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> EncodedText:
+        """One encoder forward over one text column."""
         inner = matryoshka_model(self.encoder)
         token_map = inner.rotate if inner.output_rotation is not None else None
-        encoded = []
-        for batch in columns:
-            out = self.encoder(**batch, output_hidden_states=need_hidden)
-            encoded.append(
-                EncodedText(out.last_hidden_state, batch["attention_mask"], inner.pool, out.hidden_states, token_map)
-            )
-        return encoded
+        out = self.encoder(**batch, output_hidden_states=self.needs_hidden_states)
+        return EncodedText(out.last_hidden_state, batch["attention_mask"], inner.pool, out.hidden_states, token_map)
+
+    def encode_columns(self, features: list[dict[str, torch.Tensor]]) -> list[EncodedText]:
+        return [self.encode(batch) for batch in self.columns(features)]
 
     def forward(
         self,
-        features: list[dict[str, torch.Tensor]],
+        features: list[dict[str, torch.Tensor]] | None = None,
         labels: torch.Tensor | None = None,
         texts: list[list[str]] | None = None,
+        replay: Replay | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The loss of the batch and its components; with ``replay``, one replayed mini-batch of a gradient-cached
+        step (``training.grad_cache``) and its surrogate loss."""
+        if replay is not None:
+            with replay.mini.rand.replay():
+                encoded = self.encode(replay.mini.features)
+            return replay_loss(encoded, replay, getattr(self.objective, "token_terms", lambda e: {}))
         encoded = self.encode_columns(features)
         parts = self.objective(encoded, labels)
         if self.teacher is not None:
             parts["teacher"] = self.teacher(encoded, features, texts)
             parts["loss"] = parts["loss"] + self.teacher.weight * parts["teacher"]
         return parts
+
+    def cached_batch_loss(
+        self, features: list[dict[str, torch.Tensor]], labels: Any, texts: Any, size: int
+    ) -> tuple[CachedBatch, dict[str, torch.Tensor], Any]:
+        """Steps 1 and 2 of a gradient-cached step: the batch encoded without grad in mini-batches of ``size``,
+        and its embedding-level loss (the teacher also runs mini-batch by mini-batch), plus the kwargs that leave
+        the token-level terms out of the objective."""
+        num_layers = int(matryoshka_model(self.encoder).config.text_config.num_hidden_layers)
+        layers = list(range(1, num_layers)) if self.needs_hidden_states else []
+        cached = encode_without_grad(self.encode, self.columns(features), size, layers, num_layers)
+        skip = {"with_token_terms": False} if getattr(self.objective, "sia", None) is not None else {}
+        parts = self.objective(cached.encoded, labels, **skip)
+        if self.teacher is not None:
+            taught = self.teacher.embed(features, texts, size)
+            parts["teacher"] = self.teacher(cached.encoded, features, texts, taught=taught)
+            parts["loss"] = parts["loss"] + self.teacher.weight * parts["teacher"]
+        return cached, parts, skip
 
     # The Trainer turns activation checkpointing on through the module it holds: pass it to the encoder.
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:

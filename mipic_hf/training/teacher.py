@@ -163,10 +163,31 @@ class TeacherTerm:
         self.teacher.to(device)
         return self
 
-    def __call__(self, encoded: list[Any], features: list[dict[str, torch.Tensor]], texts: Any) -> torch.Tensor:
+    def embed(self, features: list[dict[str, torch.Tensor]], texts: Any, size: int) -> TeacherOutput:
+        """The teacher's embeddings of each text column, ``size`` rows at a time (gradient caching; no token
+        states)."""
         if texts is None:
             raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
-        taught = self.teacher(features, texts)
+        columns = []
+        for batch, column in zip(features, texts, strict=True):
+            rows = next(iter(batch.values())).shape[0]
+            parts = [
+                self.teacher([{k: v[i : i + size] for k, v in batch.items()}], [column[i : i + size]]).embeddings[0]
+                for i in range(0, rows, size)
+            ]
+            columns.append(torch.cat(parts))
+        return TeacherOutput(columns, None)
+
+    def __call__(
+        self,
+        encoded: list[Any],
+        features: list[dict[str, torch.Tensor]],
+        texts: Any,
+        taught: TeacherOutput | None = None,
+    ) -> torch.Tensor:
+        if texts is None:
+            raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
+        taught = self.teacher(features, texts) if taught is None else taught
         students = encoded[: len(features)]
         token_pairs = None
         if taught.token_states is not None and self.token_cka:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from typing import Any
@@ -15,6 +16,7 @@ from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .checkpoints import AtomicCheckpoints
 from .collator import MatryoshkaDataCollator, split_columns
+from .grad_cache import detached, leaf_gradients, replays
 from .module import TrainingModule
 from .tasks import infer_task
 from .teacher import TeacherTerm
@@ -25,6 +27,21 @@ AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf during training (see ``stop_on_nonfinite_loss``)."""
+
+
+def check_cache_settings(args: MIPICTrainingArguments) -> None:
+    """``cache_mini_batch_size``: a positive count, and not with the teacher's token CKA (token states of the whole
+    batch are what caching does not keep)."""
+    size = args.cache_mini_batch_size
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"cache_mini_batch_size must be a positive integer or None, got {size!r}")
+    if args.teacher_cka_weight:
+        raise ValueError(
+            "teacher_cka_weight compares whole-batch token states, which gradient caching does not keep: "
+            "set teacher_cka_weight to 0 or cache_mini_batch_size to none"
+        )
 
 
 class MIPICTrainer(AtomicCheckpoints):
@@ -56,6 +73,7 @@ class MIPICTrainer(AtomicCheckpoints):
             raise TypeError(f"args must be MIPICTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise ValueError("model must be a MatryoshkaModel (e.g. MatryoshkaModel.from_backbone(...))")
+        check_cache_settings(args)
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass processing_class=tokenizer (or a data_collator) to tokenize the text columns")
@@ -136,16 +154,57 @@ class MIPICTrainer(AtomicCheckpoints):
     ) -> Any:
         check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
         parts = model(features=inputs["features"], labels=inputs.get("labels"), texts=inputs.get("texts"))
+        self._record(parts, model.training)
+        return (parts["loss"], parts) if return_outputs else parts["loss"]
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """The Trainer's step, or with ``cache_mini_batch_size`` a gradient-cached one (``training.grad_cache``)."""
+        size = self.args.cache_mini_batch_size
+        if not size:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
+        with self.compute_loss_context_manager():
+            parts = self._cached_step(model, inputs, size)
+        self._record(parts, training=True)
+        return parts["loss"] / self.current_gradient_accumulation_steps
+
+    def _cached_step(self, model: torch.nn.Module, inputs: dict[str, Any], size: int) -> dict[str, torch.Tensor]:
+        """Encode without grad, the whole batch's loss and its gradient on the cached vectors, then each mini-batch
+        replayed and backpropagated (DDP syncs on the last one); returns the logged components (detached)."""
+        module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
+        labels = inputs.get("labels")
+        cached, parts, skip = module.cached_batch_loss(inputs["features"], labels, inputs.get("texts"), size)
+        grads = leaf_gradients(parts["loss"], cached)
+        full = None
+        if any(p.requires_grad for p in module.objective.parameters()):  # its own parameters: recomputed, synced
+            full = lambda: module.objective(detached(cached), labels, **skip)["loss"]  # noqa: E731
+        plan = replays(cached, grads, bool(skip), full)
+        logged = {name: value.detach() for name, value in parts.items()}
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        for i, replay in enumerate(plan):
+            sync = contextlib.nullcontext() if i == len(plan) - 1 else self.accelerator.no_sync(model)
+            with sync:
+                out = model(replay=replay)
+                self.accelerator.backward(out.pop("loss") * scale)
+            for name, value in out.items():
+                logged[name] = logged[name] + value if name in logged else value
+        if "token_loss" in logged:
+            logged["loss"] = logged["loss"] + logged.pop("token_loss")
+        return logged
+
+    def _record(self, parts: dict[str, torch.Tensor], training: bool) -> None:
+        """Stop on a non-finite training loss (``stop_on_nonfinite_loss``); keep the components for the log."""
         loss = parts["loss"]
-        if model.training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
+        if training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(self._nonfinite_message(parts))
-        bucket = self._components["train" if model.training else "eval"]
+        bucket = self._components["train" if training else "eval"]
         for name, value in parts.items():
             bucket["total" if name == "loss" else name].append(value.detach().float())
         candidates = getattr(getattr(self.objective, "task", None), "num_candidates", None)
         if candidates is not None:  # InfoNCE candidates per anchor: grows with gather_across_devices
             bucket["candidates"].append(torch.tensor(float(candidates)))
-        return (loss, parts) if return_outputs else loss
 
     def _nonfinite_message(self, parts: dict[str, torch.Tensor]) -> str:
         bad = [f"{k}={v.item()}" for k, v in parts.items() if k != "loss" and not torch.isfinite(v).all()]
