@@ -3,6 +3,7 @@
     MIPIC_DATA_DIR=../shared/data python benchmarks/cost.py [--model PATH] [--text stsb|full] [--batch_size 32]
         [--seq_len 64] [--methods mrl mipic st_matryoshka ...] [--threads 2] [--skip_memory] [--skip_encode]
         [--skip_time] [--out FILE.json]
+    python benchmarks/cost.py --report FILE.json   # the tables again, from a run's JSON
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
 (round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported.
@@ -61,6 +62,9 @@ METHODS = {
     # issue 8: MIPIC plus a frozen teacher (a copy of the starting checkpoint), live or from a precomputed cache
     "mipic_teacher": {"method": "mipic", "teacher_model": "initial"},
     "mipic_teacher_cached": {"method": "mipic", "teacher_cache": "{cache}"},
+    # issue 16: gradient caching, mini-batches of 32 rows (MIPICTrainer.training_step does the whole step)
+    "mrl_cache32": {"method": "mrl", "cache_mini_batch_size": 32},
+    "mipic_cache32": {"method": "mipic", "cache_mini_batch_size": 32},
 }
 TEACHER_CACHE = Path("/tmp/mipic_cost_teacher.safetensors")
 ST_METHODS = {"st_matryoshka": "MatryoshkaLoss", "st_matryoshka2d": "Matryoshka2dLoss"}
@@ -71,7 +75,7 @@ ENCODE_BATCH_SIZE = 64
 class Run:
     """One method ready to step on its fixed batch: ``loss()`` is the forward, ``step()`` a full update."""
 
-    loss: Callable[[], torch.Tensor]
+    loss: Callable[[], torch.Tensor] | None
     step: Callable[[], float]
 
 
@@ -163,15 +167,20 @@ def build(method: str, model_path: str, batch_size: int, seq_len: int, text: str
     def loss() -> torch.Tensor:
         return trainer.compute_loss(module, batch)
 
+    if trainer.args.cache_mini_batch_size:  # the cached step runs its own backward passes
+        trainer.current_gradient_accumulation_steps = 1
+        return Run(None, training_step(lambda: trainer.training_step(module, batch), params, optimizer, backward=False))
     return Run(loss, training_step(loss, params, optimizer))
 
 
-def training_step(loss, params: list[torch.Tensor], optimizer: torch.optim.Optimizer):
-    """One step: loss, backward, global-norm clip at 1.0, optimizer step, zero grads; returns the loss value."""
+def training_step(loss, params: list[torch.Tensor], optimizer: torch.optim.Optimizer, backward: bool = True):
+    """One step: loss, backward (unless ``loss`` ran it), global-norm clip at 1.0, optimizer step, zero grads;
+    returns the loss value."""
 
     def step() -> float:
         value = loss()
-        value.backward()
+        if backward:
+            value.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -281,7 +290,8 @@ def memory_child(
     for _ in range(steps):
         run.step()
     peak = proc_status_bytes("VmHWM")
-    print("RESULT" + json.dumps({"peak_growth": peak - before, "saved": saved_bytes(run)}))
+    saved = saved_bytes(run) if run.loss is not None else None  # a cached step keeps one mini-batch at a time
+    print("RESULT" + json.dumps({"peak_growth": peak - before, "saved": saved}))
 
 
 def measure_memory(method: str, args: argparse.Namespace) -> dict[str, int]:
@@ -347,9 +357,11 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 def print_tables(results: dict) -> None:
     cfg = results["config"]
+    timed = any(r["median_step_s"] is not None for r in results["methods"].values())
+    rounds = f"{cfg['rounds']} alternating rounds" if timed else "untimed (operators and memory only)"
     print(
         f"{cfg['model']}: batch {cfg['batch_size']} x seq {cfg['seq_len']} ({cfg['text']} text), "
-        f"{cfg['rounds']} alternating rounds, torch {cfg['torch']}, {cfg['threads']} threads"
+        f"{rounds}, torch {cfg['torch']}, {cfg['threads']} threads"
     )
     print(
         "| method | step time / mrl | peak RSS growth / mrl | saved for backward / mrl | operators / mrl | "
@@ -399,7 +411,11 @@ def main() -> None:
     parser.add_argument("--skip_time", action="store_true", help="no timed rounds (time columns n/a; e.g. busy CPU)")
     parser.add_argument("--out", help="also write every number to this JSON file")
     parser.add_argument("--memory_child", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help="print the tables of a JSON file an earlier --out wrote, run nothing")
     args = parser.parse_args()
+    if args.report:
+        print_tables(json.loads(Path(args.report).read_text(encoding="utf-8")))
+        return
     if args.model is None:
         args.model = default_model_path()
     if args.memory_child:

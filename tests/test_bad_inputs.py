@@ -143,6 +143,12 @@ CASES = [
     ("negative adam epsilon", ["--adam_epsilon", "-1"], "training.adam_epsilon must be >= 0, got -1.0"),
     ("negative seed", ["--seed", "-1"], "training.seed must be in [0, 2**32), got -1"),
     ("negative max length", ["--train_max_length", "-1"], "data.train_max_length must be >= 1, got -1"),
+    ("zero cache mini-batch", ["--cache_mini_batch_size", "0"], "loss.cache_mini_batch_size must be >= 1, got 0"),
+    (
+        "token CKA with gradient caching",
+        ["--cache_mini_batch_size", "4", "--teacher_model", "initial", "--teacher_cka_weight", "1"],
+        "teacher.teacher_cka_weight compares whole-batch token states, which gradient caching",
+    ),
     (
         "one dim, one rung",
         ["--matryoshka_dimensions", "64"],

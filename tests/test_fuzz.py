@@ -44,7 +44,7 @@ INT_FIELDS = [
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "logging_steps", "save_steps",
     "save_total_limit", "seed", "dataloader_num_workers", "num_labels", "sia_k_min", "max_seq_length",
     "rotation_max_texts", "max_train_samples", "train_max_length", "lora_r", "lora_alpha", "eval_max_samples",
-    "eval_batch_size",
+    "eval_batch_size", "cache_mini_batch_size",
 ]  # fmt: skip
 LIST_FIELDS = ["matryoshka_dimensions", "matryoshka_layers", "teacher_dims", "teacher_layers", "eval_dims"]
 

@@ -110,7 +110,9 @@ class Plan:
         lines += [
             f"  data       {self.data_args.train_data}: {self.data_note}",
             f"  steps      {self.steps if self.steps is not None else 'unknown until the data is loaded'} "
-            f"(batch {t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}, "
+            f"(batch {t.per_device_train_batch_size}"
+            + (f" in cached mini-batches of {t.cache_mini_batch_size}" if t.cache_mini_batch_size else "")
+            + f" x accumulation {t.gradient_accumulation_steps}, "
             f"lr {t.learning_rate}, epochs {t.num_train_epochs}, max_steps {t.max_steps})",
             f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
             f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}"
