@@ -164,15 +164,14 @@ class SIALoss(nn.Module):
         return f"layer{layer}_dim{dim}"
 
     def forward(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
+        # Padding columns are masked out everywhere below. The batch is padded to its longest sentence (the
+        # collator's dynamic padding), so no column is padding in every row: nothing to trim, and no host-device
+        # sync to find out.
         mask = encoded.token_mask
-        # Drop the columns that are padding in every sentence (the m x m work scales with m^2).
-        used = mask.any(0).nonzero().flatten()
-        lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, mask.shape[1])
-        mask = mask[:, lo:hi]
         att_terms, cka_terms = [], []
         with torch.autocast(device_type=mask.device.type, enabled=False):
             for layer in self.layers:
-                states, query = encoded.states(layer)[:, lo:hi], encoded.pooled(layer)
+                states, query = encoded.states(layer), encoded.pooled(layer)
                 if torch.is_grad_enabled() and states.requires_grad:
                     # Keep only the inputs for backward (the layer's states, already kept by the encoder)
                     # and recompute the m x m Gram work there: SIA adds almost no activation memory.
