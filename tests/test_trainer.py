@@ -14,6 +14,7 @@ from safetensors import safe_open
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
+from mipic_hf.training.collator import MatryoshkaDataCollator
 from mipic_hf.training.trainer import AUX_WEIGHTS_NAME
 
 WORDS = (
@@ -293,3 +294,41 @@ def test_minilm_five_steps_lower_the_loss(minilm_path: str, tmp_path: Path) -> N
     trainer.train()
     losses = train_losses(trainer)
     assert len(losses) == 5 and losses[-1] < losses[0], losses
+
+
+def test_pad_to_multiple_of_8_under_bf16(tokenizer, tmp_path: Path) -> None:
+    """bf16 / fp16: the default collator pads each column up to a multiple of 8 (tensor-core tiles), and the
+    extra padding never counts (same embeddings as without it)."""
+    rows = make_dataset("pairs", n=6)
+    trainer = MIPICTrainer(
+        model=tiny_model(tokenizer), args=make_args(tmp_path, bf16=True), train_dataset=rows, processing_class=tokenizer
+    )
+    assert trainer.data_collator.pad_to_multiple_of == 8
+    batch = trainer.data_collator([rows[i] for i in range(6)])
+    plain = MatryoshkaDataCollator(tokenizer)([rows[i] for i in range(6)])
+    model = tiny_model(tokenizer).eval()
+    for padded, tight in zip(batch["features"], plain["features"], strict=True):
+        assert padded["input_ids"].shape[1] % 8 == 0 and padded["input_ids"].shape[1] >= tight["input_ids"].shape[1]
+        with torch.no_grad():
+            torch.testing.assert_close(model(**padded).embeddings, model(**tight).embeddings, atol=1e-5, rtol=0)
+
+
+def test_group_by_length_batches_rows_of_similar_length(tokenizer, tmp_path: Path) -> None:
+    """train_sampling_strategy group_by_length: the Trainer gets each row's token count (its longest text
+    column) as the length column, and its batches carry less padding than random ones."""
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(WORDS, k=3 if i % 2 else 40)) for i in range(64)]
+    rows = Dataset.from_dict({"anchor": texts, "positive": [t + " " + rng.choice(WORDS) for t in texts]})
+
+    def padded_tokens(strategy: str) -> int:
+        args = make_args(tmp_path / strategy, per_device_train_batch_size=8, train_sampling_strategy=strategy)
+        trainer = MIPICTrainer(model=tiny_model(tokenizer), args=args, train_dataset=rows, processing_class=tokenizer)
+        if strategy == "group_by_length":
+            expected = [
+                max(len(tokenizer(row["anchor"])["input_ids"]), len(tokenizer(row["positive"])["input_ids"]))
+                for row in rows
+            ]
+            assert trainer.train_dataset["length"] == expected
+        return sum(f["input_ids"].numel() for batch in trainer.get_train_dataloader() for f in batch["features"])
+
+    assert padded_tokens("group_by_length") < 0.75 * padded_tokens("random")

@@ -120,7 +120,10 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
         )
     collator = None
     if plan.data_args.train_max_length:
-        collator = MatryoshkaDataCollator(tokenizer, max_length=plan.data_args.train_max_length)
+        multiple = 8 if (args.bf16 or args.fp16) else None  # tensor-core tiles
+        collator = MatryoshkaDataCollator(
+            tokenizer, max_length=plan.data_args.train_max_length, pad_to_multiple_of=multiple
+        )
     return MIPICTrainer(
         model=model,
         args=args,

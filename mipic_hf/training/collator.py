@@ -25,13 +25,15 @@ class MatryoshkaDataCollator:
     Output: ``{"features": [tokenizer output per text column], "texts": [raw strings per column], "labels":
     tensor}`` (labels only when the rows have a label column; the raw texts feed a teacher). Text columns
     default to the rows' string columns in order; the label column to the first of ``label``, ``labels``,
-    ``score``. Padding is dynamic, truncation at ``max_length``.
+    ``score``. Padding is dynamic (to the longest row, rounded up to ``pad_to_multiple_of`` when set: 8 keeps
+    bf16 / fp16 matrix shapes on the GPU's tensor-core tiles), truncation at ``max_length``.
     """
 
     tokenizer: Any
     text_columns: list[str] | None = None
     label_column: str | None = None
     max_length: int | None = None
+    pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if not rows:
@@ -49,7 +51,12 @@ class MatryoshkaDataCollator:
             features.append(
                 dict(
                     self.tokenizer(
-                        texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                        texts,
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        pad_to_multiple_of=self.pad_to_multiple_of,
+                        return_tensors="pt",
                     )
                 )
             )
@@ -59,3 +66,18 @@ class MatryoshkaDataCollator:
             dtype = torch.long if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else torch.float
             batch["labels"] = torch.tensor(values, dtype=dtype)
         return batch
+
+
+def with_lengths(dataset: Any, tokenizer: Any, column_name: str = "length", max_length: int | None = None) -> Any:
+    """``dataset`` with each row's token count (its longest text column, truncated at ``max_length``) as
+    ``column_name``: what the Trainer's ``group_by_length`` sampler reads, since raw text rows have no input_ids.
+    Non-text columns are ignored by the collator, so the extra column changes nothing else."""
+    if column_name in dataset.column_names or not len(dataset):
+        return dataset
+    texts, _ = split_columns(dataset.column_names, dataset[0])
+
+    def count(batch: dict[str, list[Any]]) -> dict[str, list[int]]:
+        ids = [tokenizer(batch[c], truncation=True, max_length=max_length)["input_ids"] for c in texts]
+        return {column_name: [max(len(row) for row in rows) for rows in zip(*ids, strict=True)]}
+
+    return dataset.map(count, batched=True)
