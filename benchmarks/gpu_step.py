@@ -1,18 +1,24 @@
 """bf16 LoRA training-step throughput of MIPIC vs ``mrl`` on big randomly initialised backbones, with MFU.
 
-    python benchmarks/gpu_step.py [--batch_size 16] [--seq_len 256] [--steps 10] [--out results.json] [--tiny]
+    python benchmarks/gpu_step.py [--batch_size 64] [--seq_len 256] [--steps 10] [--methods mrl mipic mipic_paper]
+        [--cache_mini_batch_size N] [--out results.json] [--tiny]
 
 Shapes: Qwen3-0.6B (decoder, 28 layers, hidden 1024) and XLM-R-large (BGE-M3's architecture, 24 layers,
-hidden 1024), random weights in bfloat16, LoRA r=16 on attention and MLP projections (PEFT), SIA/PIC
-auxiliary modules in float32, bf16 autocast, AdamW, the paper's dims 16..1024 and its per-backbone ladder
-and SIA layers (``paper`` preset), SimCSE task loss on random token ids (two forwards per step). Methods
-alternate step by step after warm-up; the median step is reported with its ratio to ``mrl``. Peak memory:
-``torch.cuda.max_memory_allocated`` over a separate pass per method.
+hidden 1024), random weights in bfloat16, LoRA r=16 on attention and MLP projections (PEFT), auxiliary modules in
+float32, the Trainer's own step (``MIPICTrainer.training_step``: bf16 autocast, backward; with
+``--cache_mini_batch_size`` the gradient-cached step), then clipping and AdamW. Dims 16..1024; ``mipic`` is the
+``default`` preset, ``mipic_paper`` the paper's ladder and SIA layers. The task learns on every shape: MNRL on
+(anchor, positive) pairs of random token ids where the positive is its anchor with 15% of the tokens replaced
+(SimCSE's two identical views on a decoder without dropout gave a loss of 0.0 throughout). Methods alternate step
+by step after warm-up; the median step is reported with its ratio to ``mrl``. Peak memory:
+``torch.cuda.max_memory_allocated`` over a separate step per method.
 
-MFU counts the backbone's model FLOPs only (so MIPIC's extra work shows up as a lower MFU): per token
-forward 2 N (N = non-embedding parameters) plus attention 4 m D per layer; LoRA backward adds the input
-gradients, 2 N + 8 m D per layer; two forwards per step (SimCSE). Peak: 989 TFLOP/s dense bf16 (H100 SXM).
-``--tiny`` runs 2-layer, 64-wide shapes on CPU to check the script.
+MFU counts the backbone's model FLOPs only (so MIPIC's extra work shows up as a lower MFU), written out in the
+JSON (``flop_formula``): per real or padded token, forward 2 N (N = non-embedding parameters) plus attention 4 m D
+per layer; LoRA backward adds the input gradients, 2 N + 8 m D per layer; two text columns per step; a cached step
+runs the forward twice (its first pass has no backward), so its MFU counts the work it must do once. Peak: 989
+TFLOP/s dense bf16 (H100 SXM; ``--peak_tflops`` for another chip, e.g. 989 for H200 too). ``--tiny`` runs 2-layer,
+64-wide shapes on CPU to check the script.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PEAK_BF16 = 989e12
+FLOP_FORMULA = (
+    "columns x tokens x [(2 N + 4 m D L) forward + (2 N + 8 m D L) LoRA backward], N non-embedding parameters, "
+    "m sequence length, D hidden size, L layers"
+)
+METHODS = {"mrl": ("mrl", "default"), "mipic": ("mipic", "default"), "mipic_paper": ("mipic", "paper")}
 
 
 def shapes(tiny: bool) -> dict[str, object]:
@@ -78,7 +89,7 @@ def shapes(tiny: bool) -> dict[str, object]:
     }
 
 
-def build(text_config, method: str, device: torch.device, dtype: torch.dtype):
+def build(text_config, method: str, device: torch.device, dtype: torch.dtype, cache: int | None = None):
     from peft import LoraConfig, TaskType, get_peft_model
 
     from mipic_hf import MatryoshkaConfig, MatryoshkaModel, MIPICTrainer, MIPICTrainingArguments
@@ -99,15 +110,17 @@ def build(text_config, method: str, device: torch.device, dtype: torch.dtype):
     args = MIPICTrainingArguments(
         output_dir="/tmp/gpu_step",
         report_to=[],
-        method=method,
-        preset="paper",
-        task_loss="simcse",
+        method=METHODS[method][0],
+        preset=METHODS[method][1],
+        task_loss="mnrl",
         bf16=device.type == "cuda",
         use_cpu=device.type == "cpu",
         learning_rate=2e-5,
+        cache_mini_batch_size=cache,
     )
     trainer = MIPICTrainer(model=model, args=args, processing_class=object())
     trainer.model.to(device)  # the encoder and the objective (training.module.TrainingModule)
+    trainer.current_gradient_accumulation_steps = 1
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-5)
     non_embed = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lora" not in n)
@@ -115,17 +128,23 @@ def build(text_config, method: str, device: torch.device, dtype: torch.dtype):
 
 
 def make_batch(text_config, batch: int, seq: int, device: torch.device) -> dict:
+    """(anchor, positive) pairs of random ids, lengths seq/2..seq; the positive replaces 15% of its anchor's."""
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, text_config.vocab_size, (batch, seq), generator=g)
+    replace = torch.rand((batch, seq), generator=g) < 0.15
+    positives = torch.where(replace, torch.randint(5, text_config.vocab_size, (batch, seq), generator=g), ids)
     lengths = torch.randint(seq // 2, seq + 1, (batch,), generator=g)
     lengths[0] = seq
-    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
-    return {"features": [{"input_ids": ids.to(device), "attention_mask": mask.to(device)}]}
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long().to(device)
+    return {"features": [{"input_ids": x.to(device), "attention_mask": mask} for x in (ids, positives)]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--cache_mini_batch_size", type=int, default=None, help="gradient-cached steps")
+    parser.add_argument("--peak_tflops", type=float, default=PEAK_BF16 / 1e12, help="dense bf16 peak of the chip")
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -142,6 +161,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "steps": args.steps,
+        "cache_mini_batch_size": args.cache_mini_batch_size,
+        "flop_formula": FLOP_FORMULA,
+        "peak_tflops": args.peak_tflops,
         "results": {},
     }
     import transformers
@@ -153,13 +175,11 @@ def main() -> None:
         entry: dict = {}
         try:
             batch = make_batch(text_config, args.batch_size, args.seq_len, device)
-            runs = {m: build(text_config, m, device, dtype) for m in ("mrl", "mipic")}
+            runs = {m: build(text_config, m, device, dtype, args.cache_mini_batch_size) for m in args.methods}
 
             def step(method: str, runs: dict = runs, batch: dict = batch) -> float:
-                model, trainer, optimizer, params, _ = runs[method]
-                with torch.autocast(device_type=device.type, dtype=dtype):
-                    loss = trainer.compute_loss(trainer.model, batch)
-                loss.backward()
+                _, trainer, optimizer, params, _ = runs[method]
+                loss = trainer.training_step(trainer.model, batch)  # autocast and backward, cached or not
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -193,25 +213,27 @@ def main() -> None:
                     torch.cuda.reset_peak_memory_stats()
                     step(m)
                     peaks[m] = torch.cuda.max_memory_allocated() / 2**30
-            n = runs["mrl"][4]
+            n = next(iter(runs.values()))[4]
             layers, hidden = text_config.num_hidden_layers, text_config.hidden_size
             tokens = int(batch["features"][0]["attention_mask"].numel())
             m_len = args.seq_len
-            flops = 2 * tokens * ((2 * n + 4 * m_len * hidden * layers) + (2 * n + 8 * m_len * hidden * layers))
-            base = statistics.median(times["mrl"])
+            columns = len(batch["features"])
+            flops = columns * tokens * ((2 * n + 4 * m_len * hidden * layers) + (2 * n + 8 * m_len * hidden * layers))
+            base = statistics.median(times[args.methods[0]])
             for m in runs:
                 t = statistics.median(times[m])
                 entry[m] = {
                     "median_step_s": round(t, 4),
-                    "ratio_to_mrl": round(t / base, 3),
-                    "tokens_per_s": round(2 * tokens / t),
-                    "mfu": round(flops / t / PEAK_BF16, 4) if device.type == "cuda" else None,
+                    "ratio_to_first_method": round(t / base, 3),
+                    "tokens_per_s": round(columns * tokens / t),
+                    "mfu": round(flops / t / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None,
                     "peak_mem_gib": round(peaks.get(m, float("nan")), 2),
                     "loss_first_last": [round(losses[m][0], 3), round(losses[m][-1], 3)],
                     "finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses[m])),
                 }
-            if peaks:
-                entry["mipic"]["peak_mem_ratio_to_mrl"] = round(peaks["mipic"] / peaks["mrl"], 3)
+            first = args.methods[0]
+            for m in peaks:
+                entry[m]["peak_mem_ratio_to_first_method"] = round(peaks[m] / peaks[first], 3)
             entry["non_embedding_params"] = n
             entry["model_flops_per_step"] = flops
             del runs
