@@ -2,6 +2,7 @@
 
     MIPIC_DATA_DIR=../shared/data python benchmarks/onnx_throughput.py [--model DIR] [--budgets 6:384 4:64 2:32]
         [--threads 2] [--rounds 3] [--batch_size 32] [--max_pairs N] [--out FILE.json]
+    python benchmarks/onnx_throughput.py --report FILE.json   # the table again, from a run's JSON
 
 ``--model``: a MatryoshkaModel folder (a run's output_dir or an export); default the MIPIC (`default` preset)
 MiniLM of the quality benchmark, ``benchmarks/runs/quality/test/mipic_default/seed42``. The budgets are
@@ -74,6 +75,24 @@ def batches(texts: list[str], tokenizer, batch_size: int, max_length: int | None
     return run
 
 
+def print_table(results: dict) -> None:
+    """The markdown table of a run (also from its JSON: ``--report``)."""
+    full = next(r for r in results["rows"] if r["engine"] == "pytorch")
+    print(
+        f"{results['sentences']} unique STS-B test sentences ({results['pairs']} pairs), {results['threads']} "
+        f"threads, median of {results['rounds']} rounds; ratio = throughput / PyTorch at ({full['layer']}, "
+        f"{full['dimension']})\n"
+    )
+    print("| engine | (layer, dim) | weights | file (MB) | sentences/s | throughput ratio | STS-B test Spearman |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        size = "" if r["size_mb"] is None else f"{r['size_mb']}"
+        print(
+            f"| {r['engine']} | ({r['layer']}, {r['dimension']}) | {r['weights']} | {size} | "
+            f"{r['sentences_per_s']:.0f} | {r['throughput_ratio']:.2f}x | {r['stsb_test_spearman']:.2f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -83,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_pairs", type=int, default=None, help="first N STS-B test pairs (smoke runs)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--report", type=Path, default=None, help="print the table of an earlier --out, run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        print_table(json.loads(args.report.read_text()))
+        return 0
     if not (args.model / "config.json").is_file():
         parser.error(f"--model {args.model} has no config.json (run benchmarks/quality.py first, or pass a model)")
 
@@ -176,18 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(
-        f"{len(texts)} unique STS-B test sentences ({task.num_examples['test']} pairs), {args.threads} threads, "
-        f"median of {args.rounds} rounds; ratio = throughput / PyTorch at ({full[0]}, {full[1]})\n"
-    )
-    print("| engine | (layer, dim) | weights | file (MB) | sentences/s | throughput ratio | STS-B test Spearman |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        size = "" if r["size_mb"] is None else f"{r['size_mb']}"
-        print(
-            f"| {r['engine']} | ({r['layer']}, {r['dimension']}) | {r['weights']} | {size} | "
-            f"{r['sentences_per_s']:.0f} | {r['throughput_ratio']:.2f}x | {r['stsb_test_spearman']:.2f} |"
-        )
+    print_table(results)
     return 0
 
 

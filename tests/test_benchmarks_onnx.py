@@ -49,3 +49,7 @@ def test_onnx_throughput_runs_on_a_tiny_model(tiny_backbone: str, tmp_path: Path
     # own (_TaskData.score), whose values test_evaluation.py checks against direct computations.
     assert all(r["sentences_per_s"] > 0 for r in rows)
     assert "| onnx | (1, 16) | int8 |" in proc.stdout
+    # --report prints the same table from the JSON alone
+    again = subprocess.run([sys.executable, str(SCRIPT), "--report", str(out)], capture_output=True, text=True, env=env)
+    rows_of = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert again.returncode == 0 and rows_of(again.stdout) == rows_of(proc.stdout)
