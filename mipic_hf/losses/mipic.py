@@ -171,7 +171,7 @@ class MIPICLoss(nn.Module):
         out = dict(self.task([e.pooled() for e in encoded], labels))
         aux = out["mrl"].new_zeros(())
         if self.sia is not None and with_token_terms:
-            parts = [self.token_terms(e) for e in encoded]
+            parts = [self.sia(e) for e in encoded]
             out["sia_att"] = torch.stack([p["sia_att"] for p in parts]).mean()
             out["sia_cka"] = torch.stack([p["sia_cka"] for p in parts]).mean()
             aux = aux + out["sia_att"] + out["sia_cka"]

@@ -101,7 +101,7 @@ def wrap_lora(plan: Plan, model: Any) -> None:
 def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
     """MIPICTrainer with the plan's objective, the length-capped collator and the evaluation callback."""
     from ..training.callback import MatryoshkaEvalCallback
-    from ..training.collator import MatryoshkaDataCollator
+    from ..training.collator import MatryoshkaDataCollator, pad_multiple
     from ..training.trainer import MIPICTrainer
 
     e, args = plan.eval_args, plan.training_args
@@ -120,9 +120,8 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
         )
     collator = None
     if plan.data_args.train_max_length:
-        multiple = 8 if (args.bf16 or args.fp16) else None  # tensor-core tiles
         collator = MatryoshkaDataCollator(
-            tokenizer, max_length=plan.data_args.train_max_length, pad_to_multiple_of=multiple
+            tokenizer, max_length=plan.data_args.train_max_length, pad_to_multiple_of=pad_multiple(args)
         )
     return MIPICTrainer(
         model=model,

@@ -68,6 +68,11 @@ class MatryoshkaDataCollator:
         return batch
 
 
+def pad_multiple(args: Any) -> int | None:
+    """8 under bf16 / fp16 (matrix shapes on the GPU's tensor-core tiles), else None: plain dynamic padding."""
+    return 8 if (getattr(args, "bf16", False) or getattr(args, "fp16", False)) else None
+
+
 def with_lengths(dataset: Any, tokenizer: Any, column_name: str = "length", max_length: int | None = None) -> Any:
     """``dataset`` with each row's token count (its longest text column, truncated at ``max_length``) as
     ``column_name``: what the Trainer's ``group_by_length`` sampler reads, since raw text rows have no input_ids.

@@ -74,9 +74,14 @@ class TrainingModule(nn.Module):
                 encoded = self.encode(replay.mini.features)
             return replay_loss(encoded, replay, getattr(self.objective, "token_terms", lambda e: {}))
         encoded = self.encode_columns(features)
-        parts = self.objective(encoded, labels)
+        return self._with_teacher(self.objective(encoded, labels), encoded, features, texts)
+
+    def _with_teacher(
+        self, parts: dict[str, torch.Tensor], encoded: list[EncodedText], features: Any, texts: Any, taught: Any = None
+    ) -> dict[str, torch.Tensor]:
+        """``parts`` plus the teacher's term, weighted into the loss (unchanged without a teacher)."""
         if self.teacher is not None:
-            parts["teacher"] = self.teacher(encoded, features, texts)
+            parts["teacher"] = self.teacher(encoded, features, texts, taught=taught)
             parts["loss"] = parts["loss"] + self.teacher.weight * parts["teacher"]
         return parts
 
@@ -90,11 +95,9 @@ class TrainingModule(nn.Module):
         layers = list(range(1, num_layers)) if self.needs_hidden_states else []
         cached = encode_without_grad(self.encode, self.columns(features), size, layers, num_layers)
         skip = {"with_token_terms": False} if getattr(self.objective, "sia", None) is not None else {}
+        taught = self.teacher.embed(features, texts, size) if self.teacher is not None else None
         parts = self.objective(cached.encoded, labels, **skip)
-        if self.teacher is not None:
-            taught = self.teacher.embed(features, texts, size)
-            parts["teacher"] = self.teacher(cached.encoded, features, texts, taught=taught)
-            parts["loss"] = parts["loss"] + self.teacher.weight * parts["teacher"]
+        parts = self._with_teacher(parts, cached.encoded, features, texts, taught)
         return cached, parts, skip
 
     # The Trainer turns activation checkpointing on through the module it holds: pass it to the encoder.

@@ -168,13 +168,11 @@ class TeacherTerm:
         states)."""
         if texts is None:
             raise ValueError("a teacher needs the raw texts in the batch (MatryoshkaDataCollator passes them)")
+        from .grad_cache import split_rows
+
         columns = []
         for batch, column in zip(features, texts, strict=True):
-            rows = next(iter(batch.values())).shape[0]
-            parts = [
-                self.teacher([{k: v[i : i + size] for k, v in batch.items()}], [column[i : i + size]]).embeddings[0]
-                for i in range(0, rows, size)
-            ]
+            parts = [self.teacher([mini], [column[rows]]).embeddings[0] for rows, mini in split_rows(batch, size)]
             columns.append(torch.cat(parts))
         return TeacherOutput(columns, None)
 

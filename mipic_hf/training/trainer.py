@@ -15,7 +15,7 @@ from ..losses.objective import build_objective, resolve_settings
 from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .checkpoints import AtomicCheckpoints
-from .collator import MatryoshkaDataCollator, split_columns, with_lengths
+from .collator import MatryoshkaDataCollator, pad_multiple, split_columns, with_lengths
 from .grad_cache import detached, leaf_gradients, replays
 from .module import TrainingModule
 from .tasks import infer_task
@@ -78,8 +78,9 @@ class MIPICTrainer(AtomicCheckpoints):
             if processing_class is None:
                 raise ValueError("pass processing_class=tokenizer (or a data_collator) to tokenize the text columns")
             max_length = getattr(matryoshka_model(model).config, "max_seq_length", None)
-            multiple = 8 if (args.bf16 or args.fp16) else None  # tensor-core tiles
-            data_collator = MatryoshkaDataCollator(processing_class, max_length=max_length, pad_to_multiple_of=multiple)
+            data_collator = MatryoshkaDataCollator(
+                processing_class, max_length=max_length, pad_to_multiple_of=pad_multiple(args)
+            )
         if args.train_sampling_strategy == "group_by_length" and hasattr(train_dataset, "map"):
             tokenizer = processing_class or getattr(data_collator, "tokenizer", None)
             max_length = getattr(data_collator, "max_length", None)
