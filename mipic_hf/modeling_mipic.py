@@ -157,7 +157,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.backbone.set_input_embeddings(value)
 
-    def _block_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
+    def block_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
         """The backbone's stack of blocks: (parent module, attribute name, ModuleList).
 
         One mechanism for every architecture: the ModuleList holding ``num_hidden_layers`` blocks
@@ -191,7 +191,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         if layer >= self.num_layers:
             yield
             return
-        parent, attr, blocks = self._block_list()
+        parent, attr, blocks = self.block_list()
         setattr(parent, attr, nn.ModuleList(list(blocks)[:layer]))
         try:
             yield

@@ -105,7 +105,7 @@ def grid_run(tokenizer):
         return original(texts, tokenizer, layers, dimension=dimension, **kwargs)
 
     model.encode_layers = spy
-    _, _, blocks = model._block_list()
+    _, _, blocks = model.block_list()
     hooks = [
         block.register_forward_hook(lambda *_, i=i: block_calls.__setitem__(i, block_calls[i] + 1))
         for i, block in enumerate(blocks)

@@ -103,7 +103,7 @@ def test_padding_invariance(arch: str, pooling: str, side: str) -> None:
 def test_early_exit_runs_exactly_l_blocks(arch: str) -> None:
     config = MatryoshkaConfig(text_config=tiny_config(arch, num_layers=4), matryoshka_dimensions=[8, 64])
     model = MatryoshkaModel(config).eval()
-    _, _, blocks = model._block_list()
+    _, _, blocks = model.block_list()
     assert len(blocks) == 4
     calls: list[int] = []
     handles = [b.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, b in enumerate(blocks)]
@@ -122,10 +122,10 @@ def test_early_exit_runs_exactly_l_blocks(arch: str) -> None:
     for h in handles:
         h.remove()
     # The block list is restored after an early exit, also when the forward raises.
-    assert len(model._block_list()[2]) == 4
+    assert len(model.block_list()[2]) == 4
     with pytest.raises(IndexError):
         model(input_ids=torch.full((1, 3), 10**6), layer=1)
-    assert len(model._block_list()[2]) == 4
+    assert len(model.block_list()[2]) == 4
 
 
 def test_decoder_layers_share_the_final_norm() -> None:

@@ -97,6 +97,21 @@ def test_publish_uploads_exactly_the_export_folder(export: Path, online, tmp_pat
     assert TOKEN not in capsys.readouterr().out
 
 
+def test_a_standard_folder_goes_to_its_own_repo_with_its_card(export: Path, online, tmp_path: Path) -> None:
+    from mipic_hf.hub.standard import Budget, export_standard
+
+    (folder,) = export_standard(export, tmp_path / "standard", [Budget(2, 8)])
+    api = FakeApi()
+    publish(folder, "my-org/tiny-mipic-layer2-dim8", api=api)
+    upload = api.calls[-1][1]
+    assert upload["commit_message"] == "mipic-hf: upload the standard folder of budget layer 2, dim 8"
+    assert set(api.uploaded) == set(digest(folder)) and not [f for f in api.uploaded if f.endswith(".py")]
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == "my-org/tiny-mipic-layer2-dim8" and card.data.library_name == "sentence-transformers"
+    assert 'SentenceTransformer("my-org/tiny-mipic-layer2-dim8")' in card.text
+    assert "--model-id my-org/tiny-mipic-layer2-dim8" in card.text and "trust_remote_code" not in card.text
+
+
 def test_publish_fails_cleanly(export: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     before = digest(export)
     # No token: HF_TOKEN unset and no stored login.
@@ -119,7 +134,7 @@ def test_publish_fails_cleanly(export: Path, tmp_path: Path, monkeypatch, capsys
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     with pytest.raises(PublishError, match="--repo_id must be 'org/name'"):
         publish(export, "no-slash", api=api)
-    with pytest.raises(PublishError, match="is not an export folder"):
+    with pytest.raises(PublishError, match="is neither an export folder nor a standard folder"):
         publish(tmp_path, "my-org/x", api=api)
     assert api.calls == []
 

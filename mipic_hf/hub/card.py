@@ -64,13 +64,13 @@ PRESET_NOTES = {
 }
 
 
-def template_path() -> Path:
-    """The card template: packaged in the wheel (``mipic_hf/model_cards``) or at the checkout's root."""
+def template_path(name: str = TEMPLATE_NAME) -> Path:
+    """A card template: packaged in the wheel (``mipic_hf/model_cards``) or at the checkout's root."""
     here = PACKAGE_DIR
-    for candidate in (here / "model_cards" / TEMPLATE_NAME, here.parent / "model_cards" / TEMPLATE_NAME):
+    for candidate in (here / "model_cards" / name, here.parent / "model_cards" / name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {here}")
+    raise FileNotFoundError(f"model card template {name} not found next to {here}")
 
 
 def card_layer(results: dict[str, Any], default_layer: int) -> int:
@@ -261,6 +261,8 @@ def render_card(
         template_path=str(template_path()),
         model_name=name,
         repo_id=load_from,
+        serve_name=repo_id or "<org>/<name>",
+        rotation=bool(config.get("output_rotation")),
         **model_values(config),
         **training_values(training),
         eval_summary=summary,

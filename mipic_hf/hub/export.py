@@ -40,19 +40,29 @@ _ST_POOLING_FLAGS = {
 }
 
 
-def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = False, overwrite: bool = False) -> None:
-    """Everything an export needs, checked before any work (raises ExportError)."""
-    run, out = Path(run_dir), Path(out_dir)
-    config_path = run / "config.json"
+def read_mipic_config(folder: Path, what: str) -> dict[str, Any]:
+    """The config.json of a folder MatryoshkaModel saved (a run or an export), checked (raises ExportError)."""
+    config_path = folder / "config.json"
     if not config_path.is_file():
-        raise ExportError(f"RUN_DIR '{run}' has no config.json: pass the output_dir of a mipic_hf.run run")
+        raise ExportError(f"{what} '{folder}' has no config.json: pass the output_dir of a mipic_hf.run run")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ExportError(f"RUN_DIR '{run}': config.json is not valid JSON ({err})") from None
+        raise ExportError(f"{what} '{folder}': config.json is not valid JSON ({err})") from None
     model_type = config.get("model_type")
     if model_type != "mipic_matryoshka":
-        raise ExportError(f"RUN_DIR '{run}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
+        raise ExportError(f"{what} '{folder}': config.json has model_type {model_type!r}, expected 'mipic_matryoshka'")
+    return config
+
+
+def has_merged_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = False, overwrite: bool = False) -> None:
+    """Everything an export needs, checked before any work (raises ExportError)."""
+    run, out = Path(run_dir), Path(out_dir)
+    config = read_mipic_config(run, "RUN_DIR")
     if adapter_only:
         if not (run / ADAPTER_DIR / "adapter_config.json").is_file():
             raise ExportError(f"--adapter_only: RUN_DIR '{run}' has no {ADAPTER_DIR}/ (was it trained with use_lora?)")
@@ -61,7 +71,7 @@ def check_export(run_dir: str | Path, out_dir: str | Path, adapter_only: bool = 
                 f"--adapter_only: RUN_DIR '{run}' has an output rotation, which only merged weights carry; "
                 "export without --adapter_only"
             )
-    elif not any((run / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+    elif not has_merged_weights(run):
         raise ExportError(f"RUN_DIR '{run}' has no model.safetensors")
     check_out_dir(out, overwrite, source=run)
 
@@ -77,26 +87,32 @@ def max_seq_length(config: Any, tokenizer_max_length: int | None = None) -> int 
     return min(limits) if limits else None
 
 
-def sentence_transformers_files(config: Any, tokenizer_max_length: int | None = None) -> dict[str, Any]:
+def sentence_transformers_files(
+    config: Any, tokenizer_max_length: int | None = None, dense_out: int | None = None
+) -> dict[str, Any]:
     """The sentence-transformers module files for a MatryoshkaConfig: Transformer -> Pooling (-> Dense) ->
     Normalize.
 
-    The Transformer module loads this folder through AutoModel (trust_remote_code) and reads
-    ``last_hidden_state`` at the default layer; pooling mirrors ``config.pooling``; with an output rotation a
-    stock Dense module (identity activation) applies it (its weights: :func:`rotation_dense_weights`).
+    The Transformer module loads the folder through AutoModel and reads ``last_hidden_state``; pooling mirrors
+    ``config.pooling``. A stock Dense module (identity activation, weights from :func:`dense_weights`) applies the
+    output rotation and the cut: ``dense_out`` is its width, by default the full width when the model has a
+    rotation and no Dense module otherwise.
     """
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     hidden = int(config.text_config.hidden_size)
+    rotation = bool(getattr(config, "output_rotation", False))
+    if dense_out is None and rotation:
+        dense_out = hidden
     dense = {}
-    if getattr(config, "output_rotation", False):
+    if dense_out is not None:
         modules.append({"idx": 2, "name": "2", "path": DENSE_DIR, "type": "sentence_transformers.models.Dense"})
         dense[f"{DENSE_DIR}/config.json"] = {
             "in_features": hidden,
-            "out_features": hidden,
-            "bias": True,
+            "out_features": int(dense_out),
+            "bias": rotation,
             "activation_function": "torch.nn.modules.linear.Identity",
         }
     if config.normalize:
@@ -104,7 +120,7 @@ def sentence_transformers_files(config: Any, tokenizer_max_length: int | None = 
         modules.append(
             {"idx": n, "name": str(n), "path": f"{n}_Normalize", "type": "sentence_transformers.models.Normalize"}
         )
-    pooling = {"word_embedding_dimension": int(config.text_config.hidden_size)}
+    pooling = {"word_embedding_dimension": hidden}
     pooling.update({flag: mode == config.pooling for mode, flag in _ST_POOLING_FLAGS.items()})
     pooling.update(
         {"pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True}
@@ -126,18 +142,53 @@ def sentence_transformers_files(config: Any, tokenizer_max_length: int | None = 
     }
 
 
-def rotation_dense_weights(model: Any) -> dict[str, Any]:
-    """The Dense module's tensors for the model's output rotation: y = R^T z - R^T mean = (z - mean) @ R."""
+def dense_weights(model: Any, dimension: int | None = None) -> dict[str, Any] | None:
+    """The Dense module's tensors for the output rotation and the cut to ``dimension`` (default: full width):
+    ``y = ((z - mean) @ R)[:d]``, i.e. the first d rows of R^T with bias ``-(mean @ R)[:d]``; without a rotation,
+    the first d rows of the identity (no bias), and None at full width (nothing to apply)."""
+    import torch
+
+    hidden = model.hidden_size
+    dimension = hidden if dimension is None else dimension
+    if model.output_rotation is None:
+        return None if dimension == hidden else {"linear.weight": torch.eye(hidden)[:dimension].contiguous()}
     matrix = model.output_rotation.matrix.detach().cpu().float()
     mean = model.output_rotation.mean.detach().cpu().float()
-    return {"linear.weight": matrix.T.contiguous(), "linear.bias": -(mean @ matrix).contiguous()}
+    return {
+        "linear.weight": matrix.T[:dimension].contiguous(),
+        "linear.bias": -(mean @ matrix)[:dimension].contiguous(),
+    }
+
+
+def write_sentence_transformers_files(folder: Path, files: dict[str, Any], dense: dict[str, Any] | None) -> None:
+    """Write :func:`sentence_transformers_files`' JSON files and, when given, the Dense module's safetensors."""
+    from safetensors.torch import save_file
+
+    for name, value in files.items():
+        write_json(folder / name, value)
+    if dense is not None:
+        save_file(dense, str(folder / DENSE_DIR / "model.safetensors"))
+
+
+def save_tokenizer(run: Path, config: Any, folder: Path, padding_side: str | None = None) -> Any:
+    """Save the run's tokenizer into ``folder`` (with ``padding_side`` when given) without the loading-time flags
+    transformers writes back (they mean nothing on the Hub); returns it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run, config=config.text_config)
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    tokenizer.save_pretrained(folder)
+    tokenizer_config = folder / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        write_json(tokenizer_config, {k: v for k, v in settings.items() if k not in ("is_local", "local_files_only")})
+    return tokenizer
 
 
 def _write_folder(
     run: Path, tmp: Path, out: Path, adapter_only: bool, repo_id: str | None, license: str | None
 ) -> None:
-    from transformers import AutoTokenizer
-
     from ..configuration_mipic import MatryoshkaConfig
     from ..modeling_mipic import MatryoshkaModel
 
@@ -158,19 +209,9 @@ def _write_folder(
         model = MatryoshkaModel.from_pretrained(run, config=config)
         model.config.adapter = None
         model.save_pretrained(tmp)  # config.json with auto_map, model.safetensors, the two code files
-        if model.output_rotation is not None:
-            from safetensors.torch import save_file
-
-            (tmp / DENSE_DIR).mkdir()
-            save_file(rotation_dense_weights(model), str(tmp / DENSE_DIR / "model.safetensors"))
-    tokenizer = AutoTokenizer.from_pretrained(run, config=config.text_config)
-    tokenizer.save_pretrained(tmp)
-    tokenizer_config = tmp / "tokenizer_config.json"
-    if tokenizer_config.is_file():  # loading-time flags transformers writes back; they mean nothing on the Hub
-        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
-        write_json(tokenizer_config, {k: v for k, v in settings.items() if k not in ("is_local", "local_files_only")})
-    for name, value in sentence_transformers_files(config, tokenizer.model_max_length).items():
-        write_json(tmp / name, value)
+    tokenizer = save_tokenizer(run, config, tmp)
+    files = sentence_transformers_files(config, tokenizer.model_max_length)
+    write_sentence_transformers_files(tmp, files, None if adapter_only else dense_weights(model))
     if (run / "eval").is_dir():
         shutil.copytree(run / "eval", tmp / "eval", ignore=shutil.ignore_patterns("*.tmp"))
     if (run / RECIPE_NAME).is_file():

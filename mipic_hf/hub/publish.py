@@ -1,4 +1,7 @@
-"""Uploads an export folder (``mipic_hf.export``) to the Hub with ``HfApi.create_repo`` + ``upload_folder``.
+"""Uploads an export folder or a standard budget folder (``mipic_hf.export``, ``--standard``) to the Hub with
+``HfApi.create_repo`` + ``upload_folder``. A standard folder goes to a repo of its own: TEI, vLLM and Infinity
+take a repo id (and a revision) and read config.json at the repo's root, so neither a subfolder nor a branch per
+budget is served by all of them, and a branch is invisible to the Hub's model page and search.
 The token comes from ``HF_TOKEN`` or the stored login (``hf auth login``) and is never
 printed. Without a token or without network the command fails with one line and the folder is untouched;
 when the card names another repo id, README.md is rendered again for ``--repo_id`` before the upload.
@@ -15,6 +18,7 @@ from ..data.common import offline_switch
 from .card import render_card
 from .folders import is_mipic_folder
 from .ids import is_repo_id
+from .standard import BUDGET_KEY, is_standard_folder, render_standard_card
 
 
 class PublishError(RuntimeError):
@@ -36,8 +40,11 @@ def check_publishable(folder: str | Path, repo_id: str) -> None:
     folder = Path(folder)
     if not is_repo_id(repo_id):
         raise PublishError(f"--repo_id must be 'org/name', got {repo_id!r}")
-    if not is_mipic_folder(folder):
-        raise PublishError(f"'{folder}' is not an export folder (python -m mipic_hf.export RUN_DIR OUT_DIR)")
+    if not is_mipic_folder(folder) and not is_standard_folder(folder):
+        raise PublishError(
+            f"'{folder}' is neither an export folder nor a standard folder (python -m mipic_hf.export RUN_DIR OUT_DIR "
+            "[--standard])"
+        )
     if not (folder / "README.md").is_file():
         raise PublishError(f"'{folder}' has no README.md model card; export it again")
 
@@ -46,6 +53,15 @@ def _card_repo_id(folder: Path) -> str | None:
     from huggingface_hub import ModelCard
 
     return ModelCard.load(folder / "README.md").data.model_name
+
+
+def _commit_message(folder: Path, config: dict[str, Any]) -> str:
+    if BUDGET_KEY in config:
+        budget = config[BUDGET_KEY]
+        return f"mipic-hf: upload the standard folder of budget layer {budget['layer']}, dim {budget['dimension']}"
+    training = config.get("mipic_training") or {}
+    run = training.get("run_name") or folder.name
+    return f"mipic-hf: upload run {run} ({training.get('method', 'mipic')}, {training.get('preset', '-')})"
 
 
 def publish(
@@ -68,12 +84,7 @@ def publish(
         raise PublishError("publishing needs the network, but HF_HUB_OFFLINE is set")
     token = resolve_token(token)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    training = config.get("mipic_training") or {}
-    if commit_message is None:
-        run = training.get("run_name") or folder.name
-        commit_message = (
-            f"mipic-hf: upload run {run} ({training.get('method', 'mipic')}, {training.get('preset', '-')})"
-        )
+    commit_message = commit_message or _commit_message(folder, config)
     api = api if api is not None else HfApi(token=token)
     card = folder / "README.md"
     old_card = card.read_text(encoding="utf-8")
@@ -82,7 +93,8 @@ def publish(
         if revision:
             api.create_branch(repo_id=repo_id, branch=revision, repo_type="model", exist_ok=True, token=token)
         if _card_repo_id(folder) != repo_id:
-            render_card(folder, repo_id=repo_id).save(card)
+            render = render_standard_card if BUDGET_KEY in config else render_card
+            render(folder, repo_id=repo_id).save(card)
             print(f"model card: usage snippets now name {repo_id}")
         info = api.upload_folder(
             repo_id=repo_id,

@@ -1,0 +1,241 @@
+"""Standard budget folders: one (exit layer, dimension) budget of a trained model as a folder that stock engines
+serve with no remote code.
+
+What a folder holds, for the budget (L, D):
+
+- the backbone's own architecture: ``config.json`` is the backbone's config (``architectures`` the stock class,
+  e.g. ``BertModel``) with ``num_hidden_layers = L`` (and per-layer lists such as Qwen3's ``layer_types`` cut
+  to L), plus ``matryoshka_dimensions`` (the trained dims <= D) and ``is_matryoshka``, the keys vLLM reads for
+  its ``dimensions`` request field; ``model.safetensors`` holds the first L blocks only. Weights the stock class
+  expects but embeddings never use (BERT's task pooler, which training drops) are written as zeros, so the class
+  loads with no missing weight;
+- the tokenizer (left padding for last-token pooling);
+- the sentence-transformers modules, all stock: Transformer -> Pooling -> Dense -> Normalize. The Dense layer
+  (identity activation) holds the first D rows of the output rotation (with its centring as the bias), or of
+  the identity when the model has no rotation; it is left out when there is neither a rotation nor a cut;
+- ``README.md``: a short card with the serving commands.
+
+So ``SentenceTransformer(folder)`` (and Text Embeddings Inference, Infinity, vLLM) computes
+``MatryoshkaModel.encode(texts, dimension=D, layer=L)``; ``AutoModel.from_pretrained(folder)`` + the pooling
+computes the full-width vector before the cut. Several budgets in one call write one folder per budget, named
+``layer{L}-dim{D}``, under OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .export import (
+    dense_weights,
+    has_merged_weights,
+    read_mipic_config,
+    save_tokenizer,
+    sentence_transformers_files,
+    write_sentence_transformers_files,
+)
+from .folders import ExportError, check_out_dir, write_folder_atomically
+
+PER_LAYER_LISTS = ("layer_types",)  # config fields with one entry per block (Qwen3, Gemma, ...): cut to L
+STANDARD_CARD_TEMPLATE = "standard_model_card.md"
+BUDGET_KEY = "mipic_budget"  # config.json: the budget and the model it was cut from (for the card)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One serving budget: exit after block ``layer``, keep the first ``dimension`` coordinates."""
+
+    layer: int
+    dimension: int
+
+    @property
+    def name(self) -> str:
+        return f"layer{self.layer}-dim{self.dimension}"
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """``"L:D"`` (exit layer : dimension), both positive integers."""
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise ValueError(f"--budget must be LAYER:DIM with positive integers (e.g. 6:384), got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+
+def standard_model_type(text_config: dict[str, Any]) -> str:
+    """The backbone's model type when transformers ships its architecture (else ExportError)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    model_type = text_config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_MAPPING_NAMES:
+        raise ExportError(
+            f"backbone type {model_type!r} has no standard export: its architecture is not one transformers ships, "
+            "so a folder without remote code cannot describe it (serve the export folder with trust_remote_code)"
+        )
+    return model_type
+
+
+def check_budgets(config: dict[str, Any], budgets: list[Budget]) -> list[Budget]:
+    """Each budget is a trained one: its dimension in ``matryoshka_dimensions``, its layer in
+    ``matryoshka_layers``. None given: the model's default budget."""
+    dims, layers = config["matryoshka_dimensions"], config["matryoshka_layers"]
+    if not budgets:
+        return [Budget(int(config["default_layer"]), int(config["default_dimension"]))]
+    for budget in budgets:
+        if budget.layer not in layers:
+            raise ExportError(
+                f"--budget {budget.layer}:{budget.dimension}: layer must be a trained exit, one of {layers}"
+            )
+        if budget.dimension not in dims:
+            raise ExportError(
+                f"--budget {budget.layer}:{budget.dimension}: dimension must be a trained one, one of {dims}"
+            )
+    if len(set(budgets)) != len(budgets):
+        raise ExportError(f"--budget: each budget once, got {[f'{b.layer}:{b.dimension}' for b in budgets]}")
+    return list(budgets)
+
+
+def check_standard(
+    source: str | Path, out_dir: str | Path, budgets: list[Budget], overwrite: bool = False
+) -> list[Budget]:
+    """Everything a standard export needs, checked before any work; returns the budgets to write."""
+    source, out = Path(source), Path(out_dir)
+    config = read_mipic_config(source, "source")
+    if not has_merged_weights(source):
+        raise ExportError(f"'{source}' has no model.safetensors (an --adapter_only export): export the run itself")
+    standard_model_type(config.get("text_config") or {})
+    budgets = check_budgets(config, budgets)
+    check_out_dir(out, overwrite, source=source)
+    return budgets
+
+
+def backbone_config(model: Any, budget: Budget) -> Any:
+    """The backbone's config for a folder cut after ``budget.layer`` blocks, with the Matryoshka keys."""
+    config = model.config.text_config.__class__.from_dict(model.config.text_config.to_dict())
+    config.num_hidden_layers = budget.layer
+    for name in PER_LAYER_LISTS:
+        values = getattr(config, name, None)
+        if isinstance(values, list) and len(values) == model.num_layers:
+            setattr(config, name, values[: budget.layer])
+    config.architectures = [type(model.backbone).__name__]
+    config.matryoshka_dimensions = [d for d in model.config.matryoshka_dimensions if d <= budget.dimension]
+    config.is_matryoshka = True
+    setattr(
+        config,
+        BUDGET_KEY,
+        {
+            "layer": budget.layer,
+            "dimension": budget.dimension,
+            "num_layers": model.num_layers,
+            "hidden_size": model.hidden_size,
+            "rotation": model.output_rotation is not None,
+            "cut": budget.dimension < model.hidden_size,
+            "normalize": bool(model.config.normalize),
+        },
+    )
+    return config
+
+
+def backbone_state(model: Any, budget: Budget, config: Any) -> dict[str, Any]:
+    """The first ``budget.layer`` blocks' weights (and everything outside the block list), plus zeros for the
+    weights the stock class has and the trained backbone dropped (BERT's task pooler)."""
+    import torch
+    from transformers import AutoModel
+
+    parent, attr, _ = model.block_list()
+    prefix = ".".join(n for n in (_module_name(model.backbone, parent), attr) if n) + "."
+    state = {}
+    for key, value in model.backbone.state_dict().items():
+        if key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= budget.layer:
+            continue
+        state[key] = value.detach().contiguous()
+    with torch.device("meta"):
+        expected = AutoModel.from_config(config).state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            state[key] = torch.zeros(value.shape, dtype=value.dtype)
+    return state
+
+
+def _module_name(root: Any, module: Any) -> str:
+    return next(name for name, sub in root.named_modules() if sub is module)
+
+
+def _write_budget(model: Any, source: Path, budget: Budget, folder: Path, repo_id: str | None) -> None:
+    from huggingface_hub import save_torch_state_dict
+
+    config = backbone_config(model, budget)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(folder)
+    save_torch_state_dict(backbone_state(model, budget, config), folder)  # safetensors, sharded past 5 GB
+    padding_side = "left" if model.config.pooling == "last_token" else None
+    tokenizer = save_tokenizer(source, model.config, folder, padding_side)
+    dense = dense_weights(model, budget.dimension)
+    files = sentence_transformers_files(
+        model.config, tokenizer.model_max_length, dense_out=budget.dimension if dense is not None else None
+    )
+    write_sentence_transformers_files(folder, files, dense)
+    render_standard_card(folder, repo_id).save(folder / "README.md")
+
+
+def render_standard_card(folder: str | Path, repo_id: str | None = None) -> Any:
+    """The standard folder's README.md (a ``ModelCard``), from its config.json alone (so a card can be rendered
+    again for another repo id)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .card import template_path
+
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    budget = config[BUDGET_KEY]
+    data = ModelCardData(
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=["mipic", "matryoshka", "sentence-transformers", "feature-extraction", "text-embeddings-inference"],
+        model_name=repo_id,
+    )
+    return ModelCard.from_template(
+        data,
+        template_path=str(template_path(STANDARD_CARD_TEMPLATE)),
+        repo_id=repo_id or f"<org>/<name>-{Budget(budget['layer'], budget['dimension']).name}",
+        architecture=config["architectures"][0],
+        dims=", ".join(str(d) for d in config["matryoshka_dimensions"]),
+        smallest=min(config["matryoshka_dimensions"]),
+        **budget,
+    )
+
+
+def export_standard(
+    source: str | Path,
+    out_dir: str | Path,
+    budgets: list[Budget] | None = None,
+    *,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+) -> list[Path]:
+    """Write the standard folder of each budget (see the module docstring); returns their paths. One budget:
+    OUT_DIR is the folder; several: OUT_DIR/layer{L}-dim{D} each. Nothing is written when a check fails."""
+    from ..modeling_mipic import MatryoshkaModel
+
+    budgets = check_standard(source, out_dir, list(budgets or []), overwrite)
+    source, out = Path(source), Path(out_dir)
+    model = MatryoshkaModel.from_pretrained(source).eval()
+    single = len(budgets) == 1
+
+    def build(tmp: Path) -> None:
+        for budget in budgets:
+            _write_budget(model, source, budget, tmp if single else tmp / budget.name, repo_id if single else None)
+
+    write_folder_atomically(out, build)
+    return [out] if single else [out / budget.name for budget in budgets]
+
+
+def is_standard_folder(path: str | Path) -> bool:
+    """A folder written by :func:`export_standard`: a stock config carrying the budget, no remote code."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config.get(BUDGET_KEY), dict) and "auto_map" not in config
