@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from mipic_hf import MatryoshkaModel
-    from mipic_hf.hub.standard import Budget, export_standard
+    from mipic_hf.hub.budget import Budget
+    from mipic_hf.hub.standard import export_standard
 
     torch.set_num_threads(args.threads)
     budgets = [Budget.parse(b) for b in args.budgets]

@@ -98,7 +98,8 @@ def test_publish_uploads_exactly_the_export_folder(export: Path, online, tmp_pat
 
 
 def test_a_standard_folder_goes_to_its_own_repo_with_its_card(export: Path, online, tmp_path: Path) -> None:
-    from mipic_hf.hub.standard import Budget, export_standard
+    from mipic_hf.hub.budget import Budget
+    from mipic_hf.hub.standard import export_standard
 
     (folder,) = export_standard(export, tmp_path / "standard", [Budget(2, 8)])
     api = FakeApi()

@@ -473,9 +473,10 @@ def test_kill_9_anywhere_leaves_complete_checkpoints_and_exports(tiny_backbone: 
     resume from the last checkpoint ends like the uninterrupted run, and the next write clears the leftovers."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from mipic_hf.hub.budget import Budget
     from mipic_hf.hub.export import export_run
     from mipic_hf.hub.folders import is_mipic_folder
-    from mipic_hf.hub.onnx import Budget, export_onnx
+    from mipic_hf.hub.onnx import export_onnx
 
     data = _scored_jsonl(tmp_path / "train.jsonl")
     args = [

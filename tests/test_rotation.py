@@ -160,7 +160,8 @@ def test_rotation_in_transformers_and_sentence_transformers_exports(rotated_runs
 
 
 def test_rotation_inside_the_onnx_graph(rotated_runs: dict, tmp_path: Path) -> None:
-    from mipic_hf.hub.onnx import Budget, _session, export_onnx, run_graph
+    from mipic_hf.hub.budget import Budget
+    from mipic_hf.hub.onnx import _session, export_onnx, run_graph
 
     folder = rotated_runs["after"] / "export"
     out = export_onnx(folder, tmp_path / "onnx", [Budget(1, 8), Budget(2, 64)])

@@ -13,7 +13,8 @@ import pytest
 from test_standard_export import TEXTS, trained_folder
 from transformers import AutoTokenizer
 
-from mipic_hf.hub.standard import Budget, export_standard
+from mipic_hf.hub.budget import Budget
+from mipic_hf.hub.standard import export_standard
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "serving.py"
 _spec = importlib.util.spec_from_file_location("serving_benchmark", SCRIPT)

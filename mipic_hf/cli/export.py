@@ -11,16 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..hub.budget import Budget
 from ..hub.export import export_run
 from ..hub.folders import ExportError
-from ..hub.standard import Budget, export_standard
-
-
-def _budget(text: str) -> Budget:
-    try:
-        return Budget.parse(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--budget ")) from None
+from ..hub.standard import export_standard
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--budget",
-        type=_budget,
         action="append",
         default=None,
         metavar="LAYER:DIM",
@@ -57,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--standard writes merged weights; it cannot be combined with --adapter_only")
     try:
         if args.standard:
+            budgets = [Budget.parse(text, "--budget") for text in args.budget or []]
             folders = export_standard(
-                args.run_dir, args.out_dir, args.budget, overwrite=args.overwrite, repo_id=args.repo_id
+                args.run_dir, args.out_dir, budgets, overwrite=args.overwrite, repo_id=args.repo_id
             )
             for folder in folders:
                 print(f"exported {folder} (standard folder, no remote code)")

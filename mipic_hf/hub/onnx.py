@@ -18,13 +18,13 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .budget import Budget, check_trained
 from .card import onnx_section
 from .folders import ONNX_INDEX_NAME as INDEX_NAME
 from .folders import (
@@ -64,18 +64,6 @@ PROBES = [
 ]
 
 
-@dataclass(frozen=True)
-class Budget:
-    """An (exit layer, dimension) pair."""
-
-    layer: int
-    dimension: int
-
-    @property
-    def stem(self) -> str:
-        return f"model_L{self.layer}_D{self.dimension}"
-
-
 class BudgetGraph(nn.Module):
     """``MatryoshkaModel`` at one budget, as a module of (input_ids, attention_mask) -> embeddings.
 
@@ -103,37 +91,21 @@ def parse_budgets(
     ``--dimension`` (each defaulting to the config's default), in order, without repeats."""
     if budgets and (dimensions or layers):
         raise ExportError("pass either --budgets or --dimension/--layer, not both")
-    pairs: list[tuple[int, int]] = []
     if budgets:
-        for item in budgets:
-            layer, sep, dim = item.partition(":")
-            if not sep or not layer.strip().isdigit() or not dim.strip().isdigit():
-                raise ExportError(f"--budgets: expected LAYER:DIM such as 4:64, got {item!r}")
-            pairs.append((int(layer), int(dim)))
+        requested = [Budget.parse(item, "--budgets") for item in budgets]
     else:
-        pairs = [
-            (layer, dim)
+        requested = [
+            Budget(layer, dim)
             for layer in (layers or [int(config.default_layer)])
             for dim in (dimensions or [int(config.default_dimension)])
         ]
-    return list(dict.fromkeys(Budget(layer, dim) for layer, dim in pairs))
+    return list(dict.fromkeys(requested))
 
 
 def check_budgets(budgets: list[Budget], config: Any) -> None:
     """Every budget must be one the model was trained at (raises ExportError naming the allowed values)."""
     dims = [int(d) for d in config.matryoshka_dimensions]
-    layers = [int(x) for x in config.matryoshka_layers]
-    depth = int(config.text_config.num_hidden_layers)
-    for budget in budgets:
-        if budget.dimension not in dims:
-            raise ExportError(
-                f"--dimension {budget.dimension} is not a trained dimension; allowed: {', '.join(map(str, dims))}"
-            )
-        if budget.layer not in layers:
-            raise ExportError(
-                f"--layer {budget.layer} is not a trained exit layer; allowed: {', '.join(map(str, layers))} "
-                f"(the backbone has {depth} layers)"
-            )
+    check_trained(budgets, dims, [int(x) for x in config.matryoshka_layers], int(config.text_config.num_hidden_layers))
 
 
 def _check_tools(quantize: str | None, opset: int | None) -> None:

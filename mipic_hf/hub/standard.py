@@ -24,11 +24,10 @@ computes the full-width vector before the cut. Several budgets in one call write
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .budget import Budget, check_trained
 from .export import (
     dense_weights,
     has_merged_weights,
@@ -42,26 +41,6 @@ from .folders import ExportError, check_out_dir, write_folder_atomically
 PER_LAYER_LISTS = ("layer_types",)  # config fields with one entry per block (Qwen3, Gemma, ...): cut to L
 STANDARD_CARD_TEMPLATE = "standard_model_card.md"
 BUDGET_KEY = "mipic_budget"  # config.json: the budget and the model it was cut from (for the card)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One serving budget: exit after block ``layer``, keep the first ``dimension`` coordinates."""
-
-    layer: int
-    dimension: int
-
-    @property
-    def name(self) -> str:
-        return f"layer{self.layer}-dim{self.dimension}"
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """``"L:D"`` (exit layer : dimension), both positive integers."""
-        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
-        if not match or min(int(match[1]), int(match[2])) < 1:
-            raise ValueError(f"--budget must be LAYER:DIM with positive integers (e.g. 6:384), got {text!r}")
-        return cls(int(match[1]), int(match[2]))
 
 
 def standard_model_type(text_config: dict[str, Any]) -> str:
@@ -79,23 +58,12 @@ def standard_model_type(text_config: dict[str, Any]) -> str:
 
 
 def check_budgets(config: dict[str, Any], budgets: list[Budget]) -> list[Budget]:
-    """Each budget is a trained one: its dimension in ``matryoshka_dimensions``, its layer in
-    ``matryoshka_layers``. None given: the model's default budget."""
-    dims, layers = config["matryoshka_dimensions"], config["matryoshka_layers"]
+    """The budgets to write, each a trained one, without repeats; none given: the model's default budget."""
     if not budgets:
         return [Budget(int(config["default_layer"]), int(config["default_dimension"]))]
-    for budget in budgets:
-        if budget.layer not in layers:
-            raise ExportError(
-                f"--budget {budget.layer}:{budget.dimension}: layer must be a trained exit, one of {layers}"
-            )
-        if budget.dimension not in dims:
-            raise ExportError(
-                f"--budget {budget.layer}:{budget.dimension}: dimension must be a trained one, one of {dims}"
-            )
-    if len(set(budgets)) != len(budgets):
-        raise ExportError(f"--budget: each budget once, got {[f'{b.layer}:{b.dimension}' for b in budgets]}")
-    return list(budgets)
+    depth = int(config["text_config"]["num_hidden_layers"])
+    check_trained(budgets, config["matryoshka_dimensions"], config["matryoshka_layers"], depth)
+    return list(dict.fromkeys(budgets))
 
 
 def check_standard(

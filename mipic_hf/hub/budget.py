@@ -1,0 +1,50 @@
+"""A serving budget, (exit layer, dimension): its ``LAYER:DIM`` form, the names of the files and folders written for
+it, and the rule that it must be one the model was trained at. The ONNX graphs and the standard folders share it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .folders import ExportError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Exit after block ``layer``, keep the first ``dimension`` coordinates."""
+
+    layer: int
+    dimension: int
+
+    @property
+    def stem(self) -> str:
+        """The ONNX graph's file stem."""
+        return f"model_L{self.layer}_D{self.dimension}"
+
+    @property
+    def name(self) -> str:
+        """The standard folder's name."""
+        return f"layer{self.layer}-dim{self.dimension}"
+
+    @classmethod
+    def parse(cls, text: str, option: str = "--budgets") -> Budget:
+        """``"L:D"``, both positive integers (ExportError naming ``option`` otherwise)."""
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise ExportError(f"{option}: expected LAYER:DIM such as 4:64, got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+
+def check_trained(budgets: list[Budget], dims: list[int], layers: list[int], depth: int) -> None:
+    """Every budget is one the model was trained at: its dimension in ``dims``, its layer in ``layers``
+    (ExportError naming the allowed values)."""
+    for budget in budgets:
+        where = f"budget {budget.layer}:{budget.dimension}"
+        if budget.dimension not in dims:
+            allowed = ", ".join(map(str, dims))
+            raise ExportError(f"{where}: dimension {budget.dimension} is not a trained dimension; allowed: {allowed}")
+        if budget.layer not in layers:
+            raise ExportError(
+                f"{where}: layer {budget.layer} is not a trained exit layer; allowed: {', '.join(map(str, layers))} "
+                f"(the backbone has {depth} layers)"
+            )
