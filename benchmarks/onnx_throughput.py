@@ -93,9 +93,8 @@ def print_table(results: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+def throughput_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every throughput benchmark takes (this one and ``serving.py``)."""
     parser.add_argument("--budgets", nargs="+", default=["6:384", "4:64", "2:32"], metavar="LAYER:DIM")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
@@ -103,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_pairs", type=int, default=None, help="first N STS-B test pairs (smoke runs)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--report", type=Path, default=None, help="print the table of an earlier --out, run nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = throughput_arguments(parser).parse_args(argv)
     if args.report:
         print_table(json.loads(args.report.read_text()))
         return 0

@@ -41,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # onnx_throughput's options, when imported from a test
 INFINITY_VENV = ROOT / ".venv-infinity"
 REQUIREMENTS = ROOT / "benchmarks" / "requirements-infinity.txt"
 STARTUP_TIMEOUT_S = 180
@@ -210,16 +211,11 @@ def time_budget(model: Any, tokenizer: Any, server: InfinityServer, texts: list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    from onnx_throughput import throughput_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a run's output_dir or an export folder")
-    parser.add_argument("--budgets", nargs="+", default=["6:384", "4:64", "2:32"], metavar="LAYER:DIM")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_pairs", type=int, default=None, help="first N STS-B test pairs (smoke runs)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
-    parser.add_argument("--report", type=Path, default=None, help="print the table of an earlier --out, run nothing")
-    args = parser.parse_args(argv)
+    args = throughput_arguments(parser).parse_args(argv)
     if args.report:
         print_table(json.loads(args.report.read_text()))
         return 0

@@ -45,19 +45,31 @@ def _fresh_env() -> dict[str, str]:
     return env
 
 
-def load_in_fresh_process(folder: Path, texts: list[str], budgets: list[tuple[int, int]], cwd: Path) -> dict:
-    """Load ``folder`` with AutoModel(trust_remote_code) in a new interpreter without mipic_hf; embed ``texts``."""
+def run_fresh(script: str, *args: str, cwd: Path, timeout: int = 300) -> tuple[dict | str, str]:
+    """Run ``python -c script args`` in a new interpreter (no PYTHONPATH, offline, no stdin: a prompt fails it);
+    returns what it printed after ``RESULT`` (JSON when it parses) and everything else it printed (stderr, and
+    stdout before ``RESULT``, where an ``input()`` prompt goes)."""
     proc = subprocess.run(
-        [sys.executable, "-c", LOADER, str(folder), json.dumps(texts), json.dumps(budgets)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         env=_fresh_env(),
         stdin=subprocess.DEVNULL,
-        timeout=300,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.split("RESULT", 1)[1])
+    before, printed = proc.stdout.split("RESULT", 1)
+    try:
+        return json.loads(printed), proc.stderr + before
+    except json.JSONDecodeError:
+        return printed.strip(), proc.stderr + before
+
+
+def load_in_fresh_process(folder: Path, texts: list[str], budgets: list[tuple[int, int]], cwd: Path) -> dict:
+    """Load ``folder`` with AutoModel(trust_remote_code) in a new interpreter without mipic_hf; embed ``texts``."""
+    result, _ = run_fresh(LOADER, str(folder), json.dumps(texts), json.dumps(budgets), cwd=cwd)
+    return result
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import torch
 from conftest import ARCHS, tiny_config
 from safetensors import safe_open
-from test_hub_format import _fresh_env
+from test_hub_format import run_fresh
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel
@@ -68,17 +66,7 @@ print("RESULT" + json.dumps({
 
 
 def run_client(folder: Path, cwd: Path) -> tuple[dict, str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(folder), json.dumps(TEXTS)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=_fresh_env(),
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.split("RESULT", 1)[1]), proc.stderr
+    return run_fresh(CLIENT, str(folder), json.dumps(TEXTS), cwd=cwd)
 
 
 def trained_folder(root: Path, arch: str, tokenizer) -> tuple[Path, MatryoshkaModel]:
@@ -217,16 +205,6 @@ def test_the_remote_code_export_tokenizer_loads_with_no_prompt_and_no_warning(
 ) -> None:
     run, _ = trained_folder(tmp_path, "bert", tokenizer)
     export = export_run(run, tmp_path / "export")
-    script = QUIET.format(prelude=prelude, kwargs=kwargs)
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(export)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_fresh_env(),
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split("RESULT", 1)[1].strip() == type(tokenizer).__name__
-    assert "custom code" not in proc.stdout + proc.stderr and "model of type" not in proc.stderr, proc.stderr
+    printed, stderr = run_fresh(QUIET.format(prelude=prelude, kwargs=kwargs), str(export), cwd=tmp_path, timeout=120)
+    assert printed == type(tokenizer).__name__
+    assert "custom code" not in stderr and "model of type" not in stderr, stderr
