@@ -363,20 +363,25 @@ def print_tables(results: dict) -> None:
         f"{cfg['model']}: batch {cfg['batch_size']} x seq {cfg['seq_len']} ({cfg['text']} text), "
         f"{rounds}, torch {cfg['torch']}, {cfg['threads']} threads"
     )
-    print(
-        "| method | step time / mrl | peak RSS growth / mrl | saved for backward / mrl | operators / mrl | "
-        "median step (s) | peak RSS growth (MiB) | saved (MiB) | operators per step |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = [
+        "method", "step time / mrl", "peak RSS growth / mrl", "saved for backward / mrl", "operators / mrl",
+        "median step (s)", "peak RSS growth (MiB)", "saved (MiB)", "operators per step",
+    ]  # fmt: skip
+    rows = []
     for m, r in results["methods"].items():
         growth = None if r["peak_rss_growth_bytes"] is None else r["peak_rss_growth_bytes"] / 2**20
         saved = None if r["saved_bytes"] is None else r["saved_bytes"] / 2**20
-        print(
-            f"| {m} | {fmt(r['step_time_ratio'], '.2f', 'x')} | {fmt(r['peak_rss_growth_ratio'], '.2f', 'x')} | "
-            f"{fmt(r['saved_ratio'], '.2f', 'x')} | {fmt(r['operators_ratio'], '.2f', 'x')} | "
-            f"{fmt(r['median_step_s'], '.3f')} | {fmt(growth, '.0f')} | {fmt(saved, '.0f')} | "
-            f"{fmt(r['operators_per_step'], 'd')} |"
+        rows.append(
+            [m, fmt(r["step_time_ratio"], ".2f", "x"), fmt(r["peak_rss_growth_ratio"], ".2f", "x")]
+            + [fmt(r["saved_ratio"], ".2f", "x"), fmt(r["operators_ratio"], ".2f", "x")]
+            + [fmt(r["median_step_s"], ".3f"), fmt(growth, ".0f"), fmt(saved, ".0f")]
+            + [fmt(r["operators_per_step"], "d")]
         )
+    keep = [i for i in range(len(header)) if any(row[i] != "n/a" for row in rows)]  # what the run measured
+    print("| " + " | ".join(header[i] for i in keep) + " |")
+    print("|" + "---|" * len(keep))
+    for row in rows:
+        print("| " + " | ".join(row[i] for i in keep) + " |")
     enc = results["encode"]
     if enc is None:
         return

@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_step.py [--batch_size 64] [--seq_len 256] [--steps 10] [--methods mrl mipic mipic_paper]
         [--cache_mini_batch_size N] [--out results.json] [--tiny]
+    python benchmarks/gpu_step.py --report benchmarks/results/gpu/step_h100_2026-11-26.json   # a run's table
 
 Shapes: Qwen3-0.6B (decoder, 28 layers, hidden 1024) and XLM-R-large (BGE-M3's architecture, 24 layers,
 hidden 1024), random weights in bfloat16, LoRA r=16 on attention and MLP projections (PEFT), auxiliary modules in
@@ -139,8 +140,30 @@ def make_batch(text_config, batch: int, seq: int, device: torch.device) -> dict:
     return {"features": [{"input_ids": x.to(device), "attention_mask": mask} for x in (ids, positives)]}
 
 
+def print_table(report: dict) -> None:
+    """The markdown table of a run's JSON (``--report``); older files name the ratios ``*_to_mrl``."""
+    print(f"{report['device']}, torch {report['torch']}, batch {report['batch_size']} x {report['seq_len']}")
+    print("\n| shape | method | median step (s) | step / first | tokens/s | MFU | peak memory (GiB) | memory / first |")
+    print("|---|---|---|---|---|---|---|---|")
+    for shape, entry in report["results"].items():
+        if "error" in entry:
+            print(f"| {shape} | error: {entry['error'][:80]} | | | | | | |")
+            continue
+        for method, row in entry.items():
+            if not isinstance(row, dict):
+                continue
+            ratio = row.get("ratio_to_first_method", row.get("ratio_to_mrl"))
+            memory = row.get("peak_mem_ratio_to_first_method", row.get("peak_mem_ratio_to_mrl", 1.0))
+            mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
+            print(
+                f"| {shape} | {method} | {row['median_step_s']:.3f} | {ratio:.2f}x | {row['tokens_per_s']:,} | {mfu} | "
+                f"{row['peak_mem_gib']:.2f} | {memory:.2f}x |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", default=None, help="print the table of a JSON file an earlier --out wrote")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--cache_mini_batch_size", type=int, default=None, help="gradient-cached steps")
@@ -153,6 +176,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="shape names to run (default: all)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of one step each")
     args = parser.parse_args()
+    if args.report:
+        print_table(json.loads(Path(args.report).read_text(encoding="utf-8")))
+        return
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16
     report: dict = {

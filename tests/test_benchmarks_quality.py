@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 QUALITY = Path(__file__).parent.parent / "benchmarks" / "quality.py"
+TABLES = QUALITY.parent / "tables.py"
 ROOT = QUALITY.parent.parent
 METHODS = [
     "untrained",
@@ -201,39 +202,30 @@ def test_nolabel_rule_picks_the_largest_margin_over_both_anchors() -> None:
     assert quality.select_nolabel(found) is None
 
 
-def _report_commands() -> list[list[str]]:
-    """Every ``python benchmarks/quality.py report ...`` command quoted in RESULTS.md (continuation lines joined)."""
-    text = (ROOT / "benchmarks" / "RESULTS.md").read_text().replace("\\\n", " ")
-    return [line.split()[2:] for line in text.splitlines() if line.startswith("python benchmarks/quality.py report")]
+def test_every_table_of_results_md_is_rebuilt_from_the_committed_raw_files() -> None:
+    """Traceability: each report command RESULTS.md quotes runs on benchmarks/results/ alone, and every table row
+    of RESULTS.md outside its Summary is a line one of them prints (``benchmarks/tables.py --check``)."""
+    proc = subprocess.run(
+        [sys.executable, str(TABLES), "--check"], capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands, rebuilt = (int(w) for w in proc.stdout.split()[0:5:3])  # "N report commands, M rows rebuilt, 0 not"
+    assert commands >= 15 and rebuilt >= 200, proc.stdout
 
 
-def _tables(text: str) -> dict[tuple[str, str], str]:
-    """{(heading, method cell): row} of every table row whose first cell is a method with its seed count."""
-    rows, heading = {}, ""
-    for line in text.splitlines():
-        if line and not line.startswith("|"):
-            heading = line
-        elif line.startswith("| ") and " (" in line.split("|")[1]:
-            rows[(heading, line.split("|")[1])] = line
-    return rows
-
-
-def test_every_quoted_report_reprints_its_rows_from_the_committed_raw_files() -> None:
-    """Traceability: each report command RESULTS.md quotes runs on benchmarks/results/ alone, and every method row
-    it prints under a heading where RESULTS.md shows that method is the row RESULTS.md shows (same numbers, same
-    seed count)."""
-    commands = _report_commands()
-    assert len(commands) >= 3, commands
-    shown = _tables((ROOT / "benchmarks" / "RESULTS.md").read_text())
-    env = dict(os.environ, MPLBACKEND="Agg")
-    checked = 0
-    for args in commands:
-        proc = subprocess.run(
-            [sys.executable, str(QUALITY), *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        printed = {key: row for key, row in _tables(proc.stdout).items() if key in shown}
-        different = [(row, shown[key]) for key, row in printed.items() if row != shown[key]]
-        assert not different, (args, different[:2])
-        checked += len(printed)
-    assert checked >= 40, checked
+def test_the_table_check_names_a_row_no_report_prints(tmp_path: Path) -> None:
+    """The check on a fixture: a row printed by the quoted report passes, a changed number fails with its line."""
+    report = "python benchmarks/cost.py --report benchmarks/results/cost/time_full.json"
+    printed = subprocess.run([sys.executable, *report.split()[1:]], capture_output=True, text=True, cwd=ROOT).stdout
+    rows = [line for line in printed.splitlines() if line.startswith("|")]
+    good = "\n".join(["# R", "", "## Summary", "", "| free | text |", "", "## Cost", "", "```bash", report, "```", ""])
+    fixture = tmp_path / "R.md"
+    fixture.write_text(good + "\n".join(rows) + "\n")
+    check = [sys.executable, str(TABLES), "--check", "--results", str(fixture)]
+    ok = subprocess.run(check, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"1 report commands, {len(rows) - 1} rows rebuilt"), ok
+    changed = rows[-1].replace("1.17x", "1.07x")
+    fixture.write_text(good + "\n".join([*rows[:-1], changed]) + "\n")
+    bad = subprocess.run(check, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"R.md:{len(good.splitlines()) + len(rows)}: no report prints this row: {changed}" in bad.stderr
