@@ -342,3 +342,42 @@ def test_drop_invalid_rows_is_counted_in_the_plan_and_the_summary(tiny_backbone:
     assert "1 training row(s) with an invalid text cell dropped" in printed  # the summary
     summary = json.loads((out / "config.json").read_text())["mipic_training"]
     assert summary["train_rows"] == 10 and summary["dropped_rows"] == 1
+
+
+def test_torch_compile_trains_the_encoder_and_objective_like_eager(tmp_path: Path, minilm_path: str) -> None:
+    """``torch_compile: true`` goes through the recipe to the Trainer, which compiles the whole training module
+    (encoder + objective); with dropout off the compiled run ends at the eager run's weights. The ``aot_eager``
+    backend traces exactly what inductor would (dynamo + AOTAutograd) without generating C++ code."""
+    from conftest import tiny_config
+    from safetensors.numpy import load_file
+    from torch._dynamo.utils import counters
+    from transformers import AutoTokenizer, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = tiny_config("bert", vocab_size=tokenizer.vocab_size)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "backbone")
+    tokenizer.save_pretrained(tmp_path / "backbone")
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(f"sentence number {i} about a {w} river" for i, w in enumerate("abcdefghijkl")) + "\n")
+    weights = {}
+    compiled = ["--torch_compile", "true", "--torch_compile_backend", "aot_eager"]
+    for name, extra in (("eager", []), ("compiled", compiled)):
+        args = [
+            *("--backbone", str(tmp_path / "backbone"), "--train_data", str(data)),
+            *("--matryoshka_dimensions", "8", "64"),
+            *("--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3"),
+            *("--eval_tasks", "none"),
+            *("--report_to", "none", "--save_strategy", "no", "--use_cpu", "true"),
+            *("--output_dir", str(tmp_path / name)),
+        ]
+        counters.clear()
+        assert main([*args, *extra]) == 0, name
+        assert (counters["aot_autograd"]["total"] > 0) == (name == "compiled"), dict(counters["aot_autograd"])
+        weights[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert weights["eager"].keys() == weights["compiled"].keys()
+    start = load_file(str(tmp_path / "backbone" / "model.safetensors"))
+    eager = {k.removeprefix("backbone."): v for k, v in weights["eager"].items()}
+    assert max(float(np.abs(eager[k] - v).max()) for k, v in start.items() if k in eager) > 1e-3, "the runs trained"
+    for key, value in weights["eager"].items():
+        np.testing.assert_allclose(weights["compiled"][key], value, atol=1e-5, err_msg=key)

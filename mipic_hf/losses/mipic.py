@@ -6,8 +6,9 @@ the ladder. SIA and PIC are averaged over the encoded text columns (both views f
 
 Presets (``preset``): ``paper`` sets every value as the paper gives it (docs/method.md); ``tuned`` is the
 paper's with attention_temperature 1.0, mean aggregation of the SIA terms (the paper's 0.05 and sum let the
-attention KL dominate and cost 16-20 STS-B points on MiniLM) and pic_task_weight 1 (the task loss at the PIC
-rungs too), chosen on STS-B dev by benchmarks/quality.py; ``default`` is ``tuned`` with the SIA and PIC terms
+attention KL dominate the loss; what ``paper`` costs on MiniLM is the ``mipic_paper`` row of benchmarks/RESULTS.md)
+and pic_task_weight 1 (the task loss at the PIC rungs too), chosen on STS-B dev by benchmarks/quality.py;
+``default`` is ``tuned`` with the SIA and PIC terms
 off: removed one at a time, neither cost the 0.3 dev points a term must earn (benchmarks/RESULTS.md, issue 14),
 so ``default`` trains the task loss at every prefix and at the ladder's rungs and builds no SIA or PIC module.
 ``authors`` is what the authors' notebook trains. Any value set explicitly wins over the preset.
@@ -44,11 +45,10 @@ PAPER_PRESET: dict[str, object] = {
     "aux_lr_multiplier": 2.0,
     "alpha": None,  # the paper's per backbone: paper_alpha
 }
-# `tuned`, chosen on STS-B dev with benchmarks/quality.py (MiniLM, 1 epoch CoSENT; benchmarks/RESULTS.md):
-# round 1 (seed 42): tau_att 1.0 and mean aggregation (grid average 63.59 vs 56.41 for `paper`, 63.31 `mrl`);
-# round 2 (3 seeds, nine one-change candidates) moved little; round 3 (seed 42): the task loss at the
-# ladder's lower rungs as well (pic_task_weight 1) lifted the dims <= 64 average from 58.48 to 63.51
-# (`mrl` 58.36), at every exit layer. It was `default` until issue 14.
+# `tuned`, chosen on STS-B dev with benchmarks/quality.py (MiniLM, 1 epoch CoSENT) in three rounds that predate
+# the raw-file archive (their tables are in the git history of benchmarks/RESULTS.md): tau_att 1.0 and mean
+# aggregation first, then the task loss at the ladder's lower rungs as well (pic_task_weight 1). It was
+# `default` until issue 14.
 TUNED_PRESET: dict[str, object] = {
     **PAPER_PRESET,
     "attention_temperature": 1.0,

@@ -167,7 +167,7 @@ class MIPICTrainingArguments(TrainingArguments):
         metadata={"help": "Precomputed teacher embeddings (python -m mipic_hf.teacher_cache) instead of a live one."},
     )
     teacher_weight: float = field(
-        default=10.0, metadata={"help": "Weight of the teacher term (chosen on STS-B dev, benchmarks/RESULTS.md)."}
+        default=10.0, metadata={"help": "Weight of the teacher term (chosen on STS-B dev; see docs/method.md)."}
     )
     teacher_temperature: float = field(
         default=0.2,
