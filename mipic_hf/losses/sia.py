@@ -12,7 +12,9 @@ the SIA layer set and every prefix d_i < D, the full-width states of the same la
     H[S_i, :]), mean over sentences.
 
 Cost: the prefix Gram matrices are cumulative over dimension blocks, so all prefixes of a layer cost one
-full-width Gram; each token subset is a mask (centring in O(m^2)), never a loop over sentences.
+full-width Gram; each token subset is a mask (centring in O(m^2)), never a loop over sentences. The SIA layers'
+states are stacked into one (L, B, m, D) tensor, so every layer and prefix is scored, ranked, centred and
+compared in the same few batched ops (no loop over layers or lifts): the operator count does not grow with L.
 All scores, softmaxes, KLs and Grams are float32 with autocast off; padding never counts.
 """
 
@@ -45,6 +47,45 @@ def width_counts(prefix_dims: list[int], hidden_size: int, k_min: int, tokens_at
     return [max(k_min, tokens_at_full_width * d // hidden_size) for d in prefix_dims]
 
 
+def keep_counts(mask: torch.Tensor, gammas: list[float], k_min: int) -> torch.Tensor:
+    """How many tokens each prefix keeps in each sentence.
+
+    Args:
+        mask: (B, m) bool, real tokens.
+        gammas: per prefix, the kept fraction (a float) or a fixed count (an int, ``sia_k_rule: width``).
+        k_min: at least this many tokens (capped by the sentence length).
+
+    Returns:
+        (P, B) long: k_i = min(m_b, max(k_min, ceil(gamma_i * m_b))), m_b the real length of sentence b.
+    """
+    lengths = mask.sum(-1)  # (B,)
+    out = []
+    for gamma in gammas:
+        if isinstance(gamma, int):  # a fixed count (sia_k_rule: width)
+            k = torch.full_like(lengths, gamma).clamp(min=k_min)
+        else:  # a fraction of the sentence's own length
+            k = torch.ceil(gamma * lengths.float() - 1e-6).long().clamp(min=k_min)
+        out.append(torch.minimum(k, lengths))
+    return torch.stack(out)
+
+
+def top_ranked_tokens(scores: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Keep the ``counts`` best real tokens of each sentence (ties: the earlier token first).
+
+    Args:
+        scores: (..., B, m) ranking scores (higher = kept first); padding is ignored.
+        mask: (B, m) bool, real tokens.
+        counts: (..., B) long, tokens to keep; its leading dimensions broadcast against the scores'.
+
+    Returns:
+        (broadcast of the leading dimensions, B, m) bool.
+    """
+    ranking = scores.detach().float().masked_fill(~mask, float("-inf"))
+    order = ranking.argsort(dim=-1, descending=True, stable=True)
+    ranks = order.argsort(dim=-1)
+    return (ranks < counts.unsqueeze(-1)) & mask
+
+
 def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: list[float], k_min: int) -> torch.Tensor:
     """Nested top-k token sets ranked by the teacher, one per prefix.
 
@@ -57,19 +98,18 @@ def topk_token_masks(teacher_scores: torch.Tensor, mask: torch.Tensor, gammas: l
     Returns:
         (P, B, m) bool: set i keeps the k_i = min(m_b, max(k_min, ceil(gamma_i * m_b))) best real tokens.
     """
-    scores = teacher_scores.detach().float().masked_fill(~mask, float("-inf"))
-    order = scores.argsort(dim=-1, descending=True, stable=True)
-    ranks = order.argsort(dim=-1)
-    lengths = mask.sum(-1)  # (B,)
-    out = []
-    for gamma in gammas:
-        if isinstance(gamma, int):  # a fixed count (sia_k_rule: width)
-            k = torch.full_like(lengths, gamma).clamp(min=k_min)
-        else:  # a fraction of the sentence's own length
-            k = torch.ceil(gamma * lengths.float() - 1e-6).long().clamp(min=k_min)
-        k = torch.minimum(k, lengths)
-        out.append((ranks < k[:, None]) & mask)
-    return torch.stack(out)
+    return top_ranked_tokens(teacher_scores, mask, keep_counts(mask, gammas, k_min))
+
+
+def lift_columns(prefix_dims: list[int], hidden_size: int) -> torch.Tensor:
+    """Gather index (P, D) that zero-pads each prefix's lifted query to D: row i holds prefix i's column range
+    in the lifts concatenated along the output axis (sum_i d_i columns), then the index of one extra zero column."""
+    total = sum(prefix_dims)
+    columns = []
+    for i, d in enumerate(prefix_dims):
+        offset = sum(prefix_dims[:i])
+        columns.append([offset + k if k < d else total for k in range(hidden_size)])
+    return torch.tensor(columns, dtype=torch.long)
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -158,6 +198,7 @@ class SIALoss(nn.Module):
                     with torch.no_grad():
                         lift.weight.copy_(torch.eye(d, hidden_size))
                 self.lifts[self.lift_key(layer, d)] = lift
+        self.register_buffer("lift_columns", lift_columns(self.prefix_dims, hidden_size), persistent=False)
 
     @staticmethod
     def lift_key(layer: int, dim: int) -> str:
@@ -168,72 +209,106 @@ class SIALoss(nn.Module):
         # collator's dynamic padding), so no column is padding in every row: nothing to trim, and no host-device
         # sync to find out.
         mask = encoded.token_mask
-        att_terms, cka_terms = [], []
         with torch.autocast(device_type=mask.device.type, enabled=False):
-            for layer in self.layers:
-                states, query = encoded.states(layer), encoded.pooled(layer)
-                if torch.is_grad_enabled() and states.requires_grad:
-                    # Keep only the inputs for backward (the layer's states, already kept by the encoder)
-                    # and recompute the m x m Gram work there: SIA adds almost no activation memory.
-                    att, cka = checkpoint(self.layer_terms, layer, states, query, mask, use_reentrant=False)
-                else:
-                    att, cka = self.layer_terms(layer, states, query, mask)
-                att_terms.append(att)
-                cka_terms.append(cka)
-        att_all, cka_all = torch.cat(att_terms), torch.cat(cka_terms)
+            states = [encoded.states(layer) for layer in self.layers]
+            queries = [encoded.pooled(layer) for layer in self.layers]
+            if torch.is_grad_enabled() and any(s.requires_grad for s in states):
+                # Keep only the inputs for backward (the layers' states, already kept by the encoder; they are
+                # stacked inside) and recompute the m x m Gram work there: SIA adds almost no activation memory.
+                att, cka = checkpoint(self.stacked_terms, states, queries, mask, use_reentrant=False)
+            else:
+                att, cka = self.stacked_terms(states, queries, mask)
+        att, cka = att.t().flatten(), cka.t().flatten()  # layer-major, the order the per-layer loop summed in
         if self.aggregation == "sum":
-            att_total, cka_total = att_all.sum(), cka_all.sum()
+            att_total, cka_total = att.sum(), cka.sum()
         else:
-            att_total, cka_total = att_all.mean(), cka_all.mean()
+            att_total, cka_total = att.mean(), cka.mean()
         return {"sia_att": self.attention_weight * att_total, "sia_cka": self.cka_weight * cka_total}
 
-    def layer_terms(
-        self, layer: int, states: torch.Tensor, query: torch.Tensor, mask: torch.Tensor
+    def stacked_terms(
+        self, states: list[torch.Tensor], queries: list[torch.Tensor], mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_att and L_cka (each a mean over sentences) of every prefix at one layer: two (P,) tensors.
+        """L_att and L_cka (each a mean over sentences) of every prefix at every SIA layer, in batched ops.
 
-        Batched over prefixes: the student queries P_{l,i} q are zero-padded to D so one einsum scores every
-        prefix, and the prefix Grams come from one split of the width into blocks (no per-prefix slicing).
+        Args:
+            states: per SIA layer (``self.layers`` order), its (B, m, D) token states.
+            queries: per SIA layer, its (B, D) full-width pooled vectors.
+            mask: (B, m) bool, real tokens.
+
+        Returns:
+            Two (P, L) float32 tensors: the attention KL and 1 - CKA of prefix i at layer l.
         """
-        h = states.float()
-        q = query.float()
+        h = torch.stack(states).float()  # (L, B, m, D)
+        q = torch.stack(queries).float()  # (L, B, D)
         h_teacher = h.detach() if self.detach_sia_teacher else h
         q_teacher = q.detach() if self.detach_sia_teacher else q
+        att, keep = self.attention_terms(h, h_teacher, q_teacher, mask)
+        return att, self.cka_terms(h, h_teacher, keep)
+
+    def lifted_queries(self, q_teacher: torch.Tensor) -> torch.Tensor:
+        """The student queries P_{l,i} q of every layer and prefix, zero-padded to D: (L, B, D) -> (L, B, P, D).
+
+        One matmul against all lifts concatenated (L x sum_i d_i rows), then one gather that places prefix i's
+        d_i coordinates first and zeros after them (``lift_columns``), so no per-lift op runs.
+        """
+        weights = torch.cat(
+            [self.lifts[self.lift_key(layer, d)].weight for layer in self.layers for d in self.prefix_dims]
+        )
+        lifted = torch.einsum("lsd,lbd->lbs", weights.view(len(self.layers), -1, self.hidden_size), q_teacher)
+        return F.pad(lifted, (0, 1))[..., self.lift_columns]  # column sum_i d_i is the zero
+
+    def attention_terms(
+        self, h: torch.Tensor, h_teacher: torch.Tensor, q_teacher: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention KL of every layer and prefix, and the top-k token sets of the CKA term.
+
+        Args:
+            h, h_teacher: (L, B, m, D) float32 token states (h_teacher detached under ``detach_sia_teacher``).
+            q_teacher: (L, B, D) float32 full-width pooled queries (detached likewise).
+            mask: (B, m) bool, real tokens.
+
+        Returns:
+            (P, L) KL, mean over sentences; (P, L, B, m) bool kept tokens (nested over prefixes).
+        """
         scale = math.sqrt(self.hidden_size) * self.attention_temperature
-        fmask = mask.to(h.dtype)
-
-        teacher_scores = torch.einsum("bd,bmd->bm", q_teacher, h_teacher) / scale
+        teacher_scores = torch.einsum("lbd,lbmd->lbm", q_teacher, h_teacher) / scale
         log_teacher = F.log_softmax(teacher_scores.masked_fill(~mask, NEG_INF), dim=-1)
-        if self.topk_rank == "teacher":
-            keep = topk_token_masks(teacher_scores, mask, self.keep_rule, self.k_min)  # (P, B, m), nested sets
-
-        # Student attention: <P q, H[:d]> = <pad_D(P q), H>, all prefixes in one einsum.
-        lifted = torch.stack(
-            [F.pad(self.lifts[self.lift_key(layer, d)](q_teacher), (0, self.hidden_size - d)) for d in self.prefix_dims]
-        )  # (P, B, D)
-        student_scores = torch.einsum("pbd,bmd->pbm", lifted, h) / scale
+        # Student attention: <P q, H[:d]> = <pad_D(P q), H>, every layer and prefix in one einsum.
+        student_scores = torch.einsum("lbpd,lbmd->plbm", self.lifted_queries(q_teacher), h) / scale
         log_student = F.log_softmax(student_scores.masked_fill(~mask, NEG_INF), dim=-1)
-        if self.topk_rank == "lifted":  # each prefix's tokens ranked by its own lifted scores (authors' code)
-            keep = torch.stack(
-                [topk_token_masks(student_scores[i], mask, [g], self.k_min)[0] for i, g in enumerate(self.keep_rule)]
-            )
+        counts = keep_counts(mask, self.keep_rule, self.k_min)[:, None]  # (P, 1, B)
+        # teacher: the same ranking for every prefix, so the sets are nested; lifted: each prefix's own (authors')
+        ranking = teacher_scores if self.topk_rank == "teacher" else student_scores
+        keep = top_ranked_tokens(ranking, mask, counts)  # (P, L, B, m)
+        fmask = mask.to(h.dtype)
         if self.kl_direction == "student_teacher":
             kl = _kl(log_student, log_teacher.expand_as(log_student), fmask)
         else:
             kl = _kl(log_teacher.expand_as(log_student), log_student, fmask)
-        att = kl.mean(-1)  # (P,)
+        return kl.mean(-1), keep
 
-        # Cumulative prefix Grams: G_{d_i} = G_{d_(i-1)} + H[..., d_(i-1):d_i] H[..., d_(i-1):d_i]^T.
+    def cka_terms(self, h: torch.Tensor, h_teacher: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """1 - top-k CKA(H[S, :d_i], H[S, :]) of every layer and prefix, mean over sentences.
+
+        Args:
+            h, h_teacher: (L, B, m, D) float32 token states (h_teacher detached under ``detach_sia_teacher``).
+            keep: (P, L, B, m) bool, the kept tokens S of each prefix, layer and sentence.
+
+        Returns:
+            (P, L). The prefix Grams are cumulative over the width's blocks, each block one (L B)-batched matmul:
+            G_{d_i} = G_{d_(i-1)} + H[..., d_(i-1):d_i] H[..., d_(i-1):d_i]^T.
+        """
+        num_layers, batch = h.shape[:2]
         sizes = [b - a for a, b in zip([0, *self.prefix_dims], [*self.prefix_dims, self.hidden_size], strict=True)]
-        blocks = h.split(sizes, dim=-1)
+        blocks = h.flatten(0, 1).split(sizes, dim=-1)  # each (L B, m, block)
         grams = []
         for block in blocks[:-1]:
             block_gram = block @ block.transpose(-1, -2)
             grams.append(block_gram if not grams else grams[-1] + block_gram)
-        student = center_gram(torch.stack(grams), keep)  # (P, B, m, m)
+        student = center_gram(torch.stack(grams).unflatten(1, (num_layers, batch)), keep)  # (P, L, B, m, m)
         # Teacher: the full-width Gram of the same tokens = last prefix Gram + the remaining block.
-        rest = h_teacher.split(sizes, dim=-1)[-1]
+        rest = h_teacher.flatten(0, 1).split(sizes, dim=-1)[-1]
         base = grams[-1].detach() if self.detach_sia_teacher else grams[-1]
-        teacher = center_gram((base + rest @ rest.transpose(-1, -2)).expand_as(student), keep)
-        cka = (1.0 - cka_from_centered_grams(student, teacher)).mean(-1)  # (P,)
-        return att, cka
+        full = (base + rest @ rest.transpose(-1, -2)).unflatten(0, (num_layers, batch))  # (L, B, m, m)
+        teacher = center_gram(full.expand_as(student), keep)
+        return (1.0 - cka_from_centered_grams(student, teacher)).mean(-1)

@@ -171,17 +171,18 @@ class MIPICTrainer(AtomicCheckpoints):
         model.train()
         inputs = self._prepare_inputs(inputs)
         check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
-        with self.compute_loss_context_manager():
-            parts = self._cached_step(model, inputs, size)
+        parts = self._cached_step(model, inputs, size)
         self._record(parts, training=True)
         return parts["loss"] / self.current_gradient_accumulation_steps
 
     def _cached_step(self, model: torch.nn.Module, inputs: dict[str, Any], size: int) -> dict[str, torch.Tensor]:
         """Encode without grad, the whole batch's loss and its gradient on the cached vectors, then each mini-batch
-        replayed and backpropagated (DDP syncs on the last one); returns the logged components (detached)."""
+        replayed and backpropagated (DDP syncs on the last one); returns the logged components (detached). Forwards
+        run under the Trainer's autocast, backwards outside it, as in the Trainer's own step."""
         module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
         labels = inputs.get("labels")
-        cached, parts, skip = module.cached_batch_loss(inputs["features"], labels, inputs.get("texts"), size)
+        with self.compute_loss_context_manager():
+            cached, parts, skip = module.cached_batch_loss(inputs["features"], labels, inputs.get("texts"), size)
         grads = leaf_gradients(parts["loss"], cached)
         full = None
         if any(p.requires_grad for p in module.objective.parameters()):  # its own parameters: recomputed, synced
@@ -192,7 +193,8 @@ class MIPICTrainer(AtomicCheckpoints):
         for i, replay in enumerate(plan):
             sync = contextlib.nullcontext() if i == len(plan) - 1 else self.accelerator.no_sync(model)
             with sync:
-                out = model(replay=replay)
+                with self.compute_loss_context_manager():
+                    out = model(replay=replay)
                 self.accelerator.backward(out.pop("loss") * scale)
             for name, value in out.items():
                 logged[name] = logged[name] + value if name in logged else value
