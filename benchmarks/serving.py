@@ -9,7 +9,8 @@ served by Infinity (``infinity-emb``, PyPI) from its own virtual environment, ``
 root (built on first use from ``benchmarks/requirements-infinity.txt``: Infinity pins older transformers and
 huggingface_hub than this package). The server listens on 127.0.0.1 only and is stopped at the end.
 
-Each timed round sends every unique STS-B test sentence once, in requests of ``--batch_size`` sentences (OpenAI
+Each timed round sends every unique STS-B test sentence once (sorted by length, longest first, so a batch pads
+little), in requests of ``--batch_size`` sentences (OpenAI
 ``/embeddings``, JSON over HTTP, one request at a time), and encodes the same sentences in the same batches with
 ``MatryoshkaModel.encode`` at the same budget (the two take turns, after a warm-up round; the median round gives
 sentences/s). Both get ``--threads`` intra-op threads. Each row also gives the largest difference between the
@@ -178,7 +179,7 @@ def stsb_sentences(max_pairs: int | None) -> list[str]:
     data = load_benchmark("stsb", split="test")
     if max_pairs is not None:
         data = data.select(range(min(max_pairs, len(data))))
-    return sorted(set(data["sentence1"]) | set(data["sentence2"]))
+    return sorted(set(data["sentence1"]) | set(data["sentence2"]), key=lambda t: (-len(t), t))  # little padding
 
 
 def time_budget(model: Any, tokenizer: Any, server: InfinityServer, texts: list[str], budget: Any, args: Any) -> dict:
