@@ -140,3 +140,32 @@ def test_pic_task_weight_adds_the_task_loss_at_the_lower_rungs() -> None:
     torch.testing.assert_close(out["loss"], 0.3 * (plain["mrl"] + 0.5 * expected_rung))
     out["loss"].backward()
     assert enc[0].hidden_states[1].grad.abs().sum() > 0  # the shallow rung's layer is supervised
+
+
+@torch.no_grad()
+def test_the_whole_mipic_loss_weighs_the_task_against_sia_and_pic_by_alpha() -> None:
+    """L = alpha (L_MRL + w_rung L_rung) + (1 - alpha) (L_SIA + w_pic L_PIC), each term averaged over the text
+    columns, against the terms computed one by one (each term has its own reference test)."""
+    from mipic_hf.losses.pic import PICLoss
+    from mipic_hf.losses.sia import SIALoss
+
+    enc = [encoded_column(0), encoded_column(1)]
+    task = MatryoshkaTaskLoss("mnrl", DIMS)
+    rungs = [(DIMS[0], 1), (DIMS[1], 2), (DIMS[-1], 3)]
+    sia = SIALoss(16, [4, 8], [1, 3], attention_temperature=0.5, k_min=3)
+    pic = PICLoss(rungs, temperature=0.1)
+    pooled = [e.pooled() for e in enc]
+    mrl = task(pooled, None)["mrl"]
+    rung = sum(task([e.pooled(layer) for e in enc], None, dims=[d])["mrl"] for d, layer in rungs[:-1])
+    sia_parts = [sia(e) for e in enc]
+    sia_att = (sia_parts[0]["sia_att"] + sia_parts[1]["sia_att"]) / 2
+    sia_cka = (sia_parts[0]["sia_cka"] + sia_parts[1]["sia_cka"]) / 2
+    pic_term = (pic(enc[0])["pic"] + pic(enc[1])["pic"]) / 2
+    assert min(float(sia_att), float(sia_cka), float(pic_term), float(rung)) > 1e-3  # every term contributes
+    for alpha in (0.4, 0.7):
+        out = MIPICLoss(task, sia, pic, alpha=alpha, pic_weight=2.0, rungs=rungs, pic_task_weight=0.5)(enc)
+        torch.testing.assert_close(out["sia_att"], sia_att)
+        torch.testing.assert_close(out["sia_cka"], sia_cka)
+        torch.testing.assert_close(out["pic"], pic_term)
+        expected = alpha * (mrl + 0.5 * rung) + (1 - alpha) * (sia_att + sia_cka + 2.0 * pic_term)
+        torch.testing.assert_close(out["loss"], expected)
