@@ -57,7 +57,8 @@ class ServingError(RuntimeError):
 
 def infinity_venv(venv: Path = INFINITY_VENV) -> Path:
     """The ``infinity_emb`` command of ``venv``, building the environment first when it is missing (pinned by
-    ``requirements-infinity.txt``; CPU torch in the same pip command)."""
+    ``requirements-infinity.txt``, torch in the same pip command: this project's machines find its CPU wheel
+    locally; elsewhere install a CPU torch into the environment first)."""
     from filelock import FileLock
 
     command = venv / "bin" / "infinity_emb"
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     from mipic_hf.hub.standard import export_standard
 
     torch.set_num_threads(args.threads)
-    budgets = [Budget.parse(b) for b in args.budgets]
+    budgets = list(dict.fromkeys(Budget.parse(b) for b in args.budgets))
     command = infinity_venv()
     version = subprocess.run(
         [str(command.parent / "python"), "-c", "import infinity_emb; print(infinity_emb.__version__)"],

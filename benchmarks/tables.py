@@ -1,6 +1,6 @@
 """Every table of RESULTS.md, rebuilt from the raw files committed under ``benchmarks/results/``.
 
-    python benchmarks/tables.py            # run each report command RESULTS.md quotes, print what they print
+    python benchmarks/tables.py            # run each report command RESULTS.md quotes, print what each prints
     python benchmarks/tables.py --check    # exit 1 naming each RESULTS.md table row that no report prints
 
 RESULTS.md quotes, next to each table, the command that prints it from raw files: ``quality.py report``,
@@ -51,17 +51,18 @@ def table_rows(text: str) -> list[tuple[int, str]]:
     return rows
 
 
-def run_reports(commands: list[list[str]]) -> set[str]:
-    """Every line the commands print (each run from the checkout's root); RuntimeError if one fails."""
-    printed: set[str] = set()
+def run_reports(commands: list[list[str]]) -> dict[str, list[str]]:
+    """What each command prints, by command line (each run from the checkout's root); RuntimeError if one fails."""
+    printed: dict[str, list[str]] = {}
     env = dict(os.environ, MPLBACKEND="Agg", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     for command in commands:
         proc = subprocess.run(
             [sys.executable, *command[1:]], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-        printed.update(line.rstrip() for line in proc.stdout.splitlines())
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"{' '.join(command)} failed: {last}")
+        printed[" ".join(command)] = [line.rstrip() for line in proc.stdout.splitlines()]
     return printed
 
 
@@ -78,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if not args.check:
-        print("\n".join(sorted(line for line in printed if line.startswith("|"))))
+        for command, lines in printed.items():
+            print(f"$ {command}\n" + "\n".join(lines) + "\n")
         return 0
-    missing = [(number, row) for number, row in table_rows(text) if row not in printed]
+    every = {line for lines in printed.values() for line in lines}
+    missing = [(number, row) for number, row in table_rows(text) if row not in every]
     for number, row in missing:
         print(f"{args.results.name}:{number}: no report prints this row: {row[:100]}", file=sys.stderr)
     print(f"{len(commands)} report commands, {len(table_rows(text)) - len(missing)} rows rebuilt, {len(missing)} not")

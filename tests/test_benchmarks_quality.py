@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,7 +210,9 @@ def test_every_table_of_results_md_is_rebuilt_from_the_committed_raw_files() -> 
         [sys.executable, str(TABLES), "--check"], capture_output=True, text=True, timeout=900, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    commands, rebuilt = (int(w) for w in proc.stdout.split()[0:5:3])  # "N report commands, M rows rebuilt, 0 not"
+    counts = re.match(r"(\d+) report commands, (\d+) rows rebuilt, 0 not", proc.stdout)
+    assert counts, proc.stdout
+    commands, rebuilt = int(counts[1]), int(counts[2])
     assert commands >= 15 and rebuilt >= 200, proc.stdout
 
 
@@ -225,6 +228,7 @@ def test_the_table_check_names_a_row_no_report_prints(tmp_path: Path) -> None:
     ok = subprocess.run(check, capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith(f"1 report commands, {len(rows) - 1} rows rebuilt"), ok
     changed = rows[-1].replace("1.17x", "1.07x")
+    assert changed != rows[-1], "the fixture's row holds the number it changes"
     fixture.write_text(good + "\n".join([*rows[:-1], changed]) + "\n")
     bad = subprocess.run(check, capture_output=True, text=True)
     assert bad.returncode == 1

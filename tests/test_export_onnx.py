@@ -156,7 +156,7 @@ def test_card_section_and_snippet_run(tiny_models: dict[str, Path], tmp_path: Pa
     [
         (["--dimension", "32"], "budget 2:32: dimension 32 is not a trained dimension; allowed: 8, 16, 64"),
         (["--layer", "3"], "budget 3:64: layer 3 is not a trained exit layer; allowed: 1, 2 (the backbone has 2 "),
-        (["--budgets", "2-64"], "--budgets: expected LAYER:DIM such as 4:64, got '2-64'"),
+        (["--budgets", "2-64"], "--budgets: expected LAYER:DIM such as 4:64 (positive integers), got '2-64'"),
         (["--budgets", "1:8", "--layer", "1"], "pass either --budgets or --dimension/--layer, not both"),
         (["--quantize", "fp16"], "argument --quantize: invalid choice: 'fp16' (choose from "),  # then int8
         (["--opset", "9"], "--opset must lie in 18.."),

@@ -24,6 +24,7 @@ from mipic_hf.hub.standard import is_standard_folder
 TEXTS = ["the cat sat on the mat", "a", "blue river under a big moon tonight, far from the town", "hello there"]
 BUDGETS = [(2, 16), (3, 64)]  # (layer, dim): an early exit with a cut, and the full model
 ROTATED = {"bert", "qwen3"}  # XLM-R keeps no rotation: an identity cut, and no Dense module at full width
+UNNORMALIZED = {"xlm-roberta"}  # and no Normalize module: vectors as pooled and cut
 
 # Runs in a new interpreter without mipic_hf: sentence-transformers (no trust_remote_code) and AutoModel + the
 # pooling + the Dense module + Normalize, written out with numpy, as a client of a stock folder would.
@@ -79,6 +80,7 @@ def trained_folder(root: Path, arch: str, tokenizer) -> tuple[Path, MatryoshkaMo
         matryoshka_dimensions=[8, 16, 64],
         matryoshka_layers=[1, 2, 3],
         pooling="last_token" if arch == "qwen3" else "mean",
+        normalize=arch not in UNNORMALIZED,
     )
     model = MatryoshkaModel(config).eval()
     if arch in ROTATED:
@@ -119,7 +121,8 @@ def test_stock_clients_compute_encode_at_the_budget(arch: str, tokenizer, tmp_pa
         assert result["layers"] == layer and result["is_matryoshka"] is True
         assert result["dims"] == [d for d in (8, 16, 64) if d <= dim]
         dense = arch in ROTATED or dim < 64
-        assert result["modules"] == ["Transformer", "Pooling", *(["Dense"] if dense else []), "Normalize"]
+        normalize = [] if arch in UNNORMALIZED else ["Normalize"]
+        assert result["modules"] == ["Transformer", "Pooling", *(["Dense"] if dense else []), *normalize]
         assert result["padding_side"] == ("left" if arch == "qwen3" else "right")
         for noise in ("custom code", "MISSING", "newly initialized", "You are using a model of type"):
             assert noise not in stderr, stderr[-2000:]
@@ -148,7 +151,7 @@ def test_an_export_folder_is_a_source_and_the_default_budget_is_the_default(toke
     [
         (["--budget", "3:32"], "budget 3:32: dimension 32 is not a trained dimension; allowed: 8, 16, 64"),
         (["--budget", "4:16"], "budget 4:16: layer 4 is not a trained exit layer; allowed: 1, 2, 3 (the backbone"),
-        (["--budget", "2:16", "--budget", "6x384"], "--budget: expected LAYER:DIM such as 4:64, got '6x384'"),
+        (["--budget", "2:16", "--budget", "6x384"], "--budget: expected LAYER:DIM such as 4:64 (positive integers)"),
     ],
 )
 def test_budgets_the_model_was_not_trained_at_are_refused(
@@ -175,14 +178,26 @@ def test_an_existing_out_dir_is_kept_without_overwrite(tokenizer, tmp_path: Path
     assert not (out / "mine.txt").exists() and is_standard_folder(out)
 
 
-def test_a_backbone_transformers_does_not_ship_has_no_standard_export(tokenizer, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"model_type": "my_custom_encoder"}, "backbone type 'my_custom_encoder' has no standard export"),
+        ({"auto_map": {"AutoModel": "modeling_x.XModel"}}, "backbone type 'bert' has no standard export"),
+        ({"default_dimension": 32}, "budget 3:32: dimension 32 is not a trained dimension"),  # the default budget
+    ],
+)
+def test_a_backbone_or_default_budget_with_no_standard_export(
+    edit: dict, message: str, tokenizer, tmp_path: Path, capsys
+) -> None:
     source, _ = trained_folder(tmp_path, "bert", tokenizer)
     config = json.loads((source / "config.json").read_text())
-    config["text_config"]["model_type"] = "my_custom_encoder"  # a remote-code backbone
+    target = config if "default_dimension" in edit else config["text_config"]  # a remote-code or unknown backbone
+    target.update(edit)
     (source / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
     assert main([str(source), str(tmp_path / "out"), "--standard"]) == 2
     err = capsys.readouterr().err
-    assert "backbone type 'my_custom_encoder' has no standard export" in err
+    assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
 
 

@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         help="with --standard: exit layer and dimension, both trained ones (repeat for several folders; "
         "default: the model's default budget)",
     )
-    parser.add_argument("--repo_id", default=None, help="Hub repo id used in the card's snippets (org/name)")
+    parser.add_argument(
+        "--repo_id",
+        default=None,
+        help="Hub repo id used in the card's snippets (org/name; with several --budget, org/name-layerL-dimD each)",
+    )
     parser.add_argument("--license", default=None, help="license in the card's metadata (e.g. apache-2.0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     return parser
@@ -51,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.standard:
             budgets = [Budget.parse(text, "--budget") for text in args.budget or []]
-            folders = export_standard(
-                args.run_dir, args.out_dir, budgets, overwrite=args.overwrite, repo_id=args.repo_id
-            )
+            options = {"overwrite": args.overwrite, "repo_id": args.repo_id, "license": args.license}
+            folders = export_standard(args.run_dir, args.out_dir, budgets, **options)
             for folder in folders:
                 print(f"exported {folder} (standard folder, no remote code)")
             return 0

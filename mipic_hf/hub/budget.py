@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .folders import ExportError
 
@@ -31,7 +32,7 @@ class Budget:
         """``"L:D"``, both positive integers (ExportError naming ``option`` otherwise)."""
         match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
         if not match or min(int(match[1]), int(match[2])) < 1:
-            raise ExportError(f"{option}: expected LAYER:DIM such as 4:64, got {text!r}")
+            raise ExportError(f"{option}: expected LAYER:DIM such as 4:64 (positive integers), got {text!r}")
         return cls(int(match[1]), int(match[2]))
 
 
@@ -48,3 +49,15 @@ def check_trained(budgets: list[Budget], dims: list[int], layers: list[int], dep
                 f"{where}: layer {budget.layer} is not a trained exit layer; allowed: {', '.join(map(str, layers))} "
                 f"(the backbone has {depth} layers)"
             )
+
+
+def resolve_budgets(requested: list[Budget], config: Any) -> list[Budget]:
+    """The budgets to write: ``requested`` without repeats, or the model's default budget when none is; each
+    checked by :func:`check_trained` against a MatryoshkaConfig (or its config.json dict)."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
+    text_config = get("text_config")
+    depth = text_config["num_hidden_layers"] if isinstance(text_config, dict) else text_config.num_hidden_layers
+    budgets = list(dict.fromkeys(requested)) or [Budget(int(get("default_layer")), int(get("default_dimension")))]
+    dims = [int(d) for d in get("matryoshka_dimensions")]
+    check_trained(budgets, dims, [int(x) for x in get("matryoshka_layers")], int(depth))
+    return budgets

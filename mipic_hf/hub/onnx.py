@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .budget import Budget, check_trained
+from .budget import Budget, resolve_budgets
 from .card import onnx_section
 from .folders import ONNX_INDEX_NAME as INDEX_NAME
 from .folders import (
@@ -100,12 +100,6 @@ def parse_budgets(
             for dim in (dimensions or [int(config.default_dimension)])
         ]
     return list(dict.fromkeys(requested))
-
-
-def check_budgets(budgets: list[Budget], config: Any) -> None:
-    """Every budget must be one the model was trained at (raises ExportError naming the allowed values)."""
-    dims = [int(d) for d in config.matryoshka_dimensions]
-    check_trained(budgets, dims, [int(x) for x in config.matryoshka_layers], int(config.text_config.num_hidden_layers))
 
 
 def _check_tools(quantize: str | None, opset: int | None) -> None:
@@ -296,8 +290,7 @@ def export_onnx(
     """Write OUT_DIR (see the module docstring) and return it. Every check runs before any model is loaded."""
     _check_tools(quantize, opset)
     config = load_config(str(model_dir))
-    budgets = budgets or parse_budgets(None, None, None, config)
-    check_budgets(budgets, config)
+    budgets = resolve_budgets(list(budgets or []), config)
     out = Path(out_dir)
     check_out_dir(out, overwrite, source=Path(model_dir))
 

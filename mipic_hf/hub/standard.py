@@ -4,20 +4,22 @@ serve with no remote code.
 What a folder holds, for the budget (L, D):
 
 - the backbone's own architecture: ``config.json`` is the backbone's config (``architectures`` the stock class,
-  e.g. ``BertModel``) with ``num_hidden_layers = L`` (and per-layer lists such as Qwen3's ``layer_types`` cut
-  to L), plus ``matryoshka_dimensions`` (the trained dims <= D) and ``is_matryoshka``, the keys vLLM reads for
-  its ``dimensions`` request field; ``model.safetensors`` holds the first L blocks only. Weights the stock class
-  expects but embeddings never use (BERT's task pooler, which training drops) are written as zeros, so the class
-  loads with no missing weight;
-- the tokenizer (left padding for last-token pooling);
+  e.g. ``BertModel``) with ``num_hidden_layers = L`` (and the per-layer lists in ``PER_LAYER_LISTS``, Qwen3's
+  ``layer_types``, cut to L; other per-layer fields are not known here), plus ``matryoshka_dimensions`` (the
+  trained dims <= D) and ``is_matryoshka``, the keys vLLM reads for its ``dimensions`` request field; the
+  safetensors weights (sharded past 5 GB) hold the first L blocks only. The task pooler the stock class expects
+  and training drops (BERT's dense + tanh, which no embedding uses) is written as zeros, so the class loads with
+  no missing weight; any other mismatch with the stock class is refused;
+- the tokenizer (left padding for last-token pooling, right for CLS);
 - the sentence-transformers modules, all stock: Transformer -> Pooling -> Dense -> Normalize. The Dense layer
   (identity activation) holds the first D rows of the output rotation (with its centring as the bias), or of
   the identity when the model has no rotation; it is left out when there is neither a rotation nor a cut;
 - ``README.md``: a short card with the serving commands.
 
-So ``SentenceTransformer(folder)`` (and Text Embeddings Inference, Infinity, vLLM) computes
-``MatryoshkaModel.encode(texts, dimension=D, layer=L)``; ``AutoModel.from_pretrained(folder)`` + the pooling
-computes the full-width vector before the cut. Several budgets in one call write one folder per budget, named
+So ``SentenceTransformer(folder)`` computes ``MatryoshkaModel.encode(texts, dimension=D, layer=L)`` (tested, as
+is Infinity; Text Embeddings Inference and vLLM read the same modules but were not run here, and they normalise
+by default); ``AutoModel.from_pretrained(folder)``'s token states + the pooling, the Dense module and the
+normalisation compute the same vector. Several budgets in one call write one folder per budget, named
 ``layer{L}-dim{D}``, under OUT_DIR.
 """
 
@@ -27,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .budget import Budget, check_trained
+from .budget import Budget, resolve_budgets
 from .export import (
     dense_weights,
     has_merged_weights,
@@ -40,6 +42,8 @@ from .folders import ExportError, check_out_dir, write_folder_atomically
 
 PER_LAYER_LISTS = ("layer_types",)  # config fields with one entry per block (Qwen3, Gemma, ...): cut to L
 STANDARD_CARD_TEMPLATE = "standard_model_card.md"
+POOLER_PREFIX = "pooler."  # the task pooler (BERT, XLM-R): written as zeros when training dropped it
+PADDING_SIDE = {"last_token": "left", "cls": "right"}  # what sentence-transformers' pooling of that mode expects
 BUDGET_KEY = "mipic_budget"  # config.json: the budget and the model it was cut from (for the card)
 
 
@@ -49,21 +53,13 @@ def standard_model_type(text_config: dict[str, Any]) -> str:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     model_type = text_config.get("model_type")
-    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_MAPPING_NAMES:
+    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_MAPPING_NAMES or text_config.get("auto_map"):
         raise ExportError(
-            f"backbone type {model_type!r} has no standard export: its architecture is not one transformers ships, "
-            "so a folder without remote code cannot describe it (serve the export folder with trust_remote_code)"
+            f"backbone type {model_type!r} has no standard export: its architecture is not one transformers ships "
+            "(or its config names code of its own), so a folder without remote code cannot describe it; serve the "
+            "export folder with trust_remote_code"
         )
     return model_type
-
-
-def check_budgets(config: dict[str, Any], budgets: list[Budget]) -> list[Budget]:
-    """The budgets to write, each a trained one, without repeats; none given: the model's default budget."""
-    if not budgets:
-        return [Budget(int(config["default_layer"]), int(config["default_dimension"]))]
-    depth = int(config["text_config"]["num_hidden_layers"])
-    check_trained(budgets, config["matryoshka_dimensions"], config["matryoshka_layers"], depth)
-    return list(dict.fromkeys(budgets))
 
 
 def check_standard(
@@ -73,9 +69,9 @@ def check_standard(
     source, out = Path(source), Path(out_dir)
     config = read_mipic_config(source, "source")
     if not has_merged_weights(source):
-        raise ExportError(f"'{source}' has no model.safetensors (an --adapter_only export): export the run itself")
+        raise ExportError(f"RUN_OR_EXPORT '{source}' has no merged weights (model.safetensors): export the run itself")
     standard_model_type(config.get("text_config") or {})
-    budgets = check_budgets(config, budgets)
+    budgets = resolve_budgets(budgets, config)
     check_out_dir(out, overwrite, source=source)
     return budgets
 
@@ -88,7 +84,12 @@ def backbone_config(model: Any, budget: Budget) -> Any:
         values = getattr(config, name, None)
         if isinstance(values, list) and len(values) == model.num_layers:
             setattr(config, name, values[: budget.layer])
-    config.architectures = [type(model.backbone).__name__]
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    architecture = type(model.backbone).__name__
+    if architecture != MODEL_MAPPING_NAMES.get(config.model_type):
+        raise ExportError(f"backbone class {architecture} is not transformers' own {config.model_type} model")
+    config.architectures = [architecture]
     config.matryoshka_dimensions = [d for d in model.config.matryoshka_dimensions if d <= budget.dimension]
     config.is_matryoshka = True
     setattr(
@@ -108,8 +109,9 @@ def backbone_config(model: Any, budget: Budget) -> Any:
 
 
 def backbone_state(model: Any, budget: Budget, config: Any) -> dict[str, Any]:
-    """The first ``budget.layer`` blocks' weights (and everything outside the block list), plus zeros for the
-    weights the stock class has and the trained backbone dropped (BERT's task pooler)."""
+    """The first ``budget.layer`` blocks' weights (and everything outside the block list), plus zeros for the task
+    pooler the stock class has and training dropped (BERT's dense + tanh, which no embedding uses). Any other
+    difference from the stock class's weights is an ExportError: the folder would not load as trained."""
     import torch
     from transformers import AutoModel
 
@@ -122,9 +124,15 @@ def backbone_state(model: Any, budget: Budget, config: Any) -> dict[str, Any]:
         state[key] = value.detach().contiguous()
     with torch.device("meta"):
         expected = AutoModel.from_config(config).state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            state[key] = torch.zeros(value.shape, dtype=value.dtype)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected or any(not key.startswith(POOLER_PREFIX) for key in missing):
+        raise ExportError(
+            f"the stock {config.architectures[0]} does not hold this backbone's weights as trained (missing "
+            f"{[k for k in missing if not k.startswith(POOLER_PREFIX)][:3]}, unexpected {unexpected[:3]})"
+        )
+    for key in missing:
+        state[key] = torch.zeros(expected[key].shape, dtype=state[next(iter(state))].dtype)
     return state
 
 
@@ -132,15 +140,17 @@ def _module_name(root: Any, module: Any) -> str:
     return next(name for name, sub in root.named_modules() if sub is module)
 
 
-def _write_budget(model: Any, source: Path, budget: Budget, folder: Path, repo_id: str | None) -> None:
+def _write_budget(
+    model: Any, source: Path, budget: Budget, folder: Path, repo_id: str | None, license: str | None
+) -> None:
     from huggingface_hub import save_torch_state_dict
 
     config = backbone_config(model, budget)
+    getattr(config, BUDGET_KEY)["license"] = license
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(folder)
     save_torch_state_dict(backbone_state(model, budget, config), folder)  # safetensors, sharded past 5 GB
-    padding_side = "left" if model.config.pooling == "last_token" else None
-    tokenizer = save_tokenizer(source, model.config, folder, padding_side)
+    tokenizer = save_tokenizer(source, model.config, folder, PADDING_SIDE.get(model.config.pooling))
     dense = dense_weights(model, budget.dimension)
     files = sentence_transformers_files(
         model.config, tokenizer.model_max_length, dense_out=budget.dimension if dense is not None else None
@@ -157,8 +167,9 @@ def render_standard_card(folder: str | Path, repo_id: str | None = None) -> Any:
     from .card import template_path
 
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    budget = config[BUDGET_KEY]
+    budget = dict(config[BUDGET_KEY])
     data = ModelCardData(
+        license=budget.pop("license", None),
         library_name="sentence-transformers",
         pipeline_tag="sentence-similarity",
         tags=["mipic", "matryoshka", "sentence-transformers", "feature-extraction", "text-embeddings-inference"],
@@ -170,7 +181,7 @@ def render_standard_card(folder: str | Path, repo_id: str | None = None) -> Any:
         repo_id=repo_id or f"<org>/<name>-{Budget(budget['layer'], budget['dimension']).name}",
         architecture=config["architectures"][0],
         dims=", ".join(str(d) for d in config["matryoshka_dimensions"]),
-        smallest=min(config["matryoshka_dimensions"]),
+        smallest=config["matryoshka_dimensions"][0],
         **budget,
     )
 
@@ -182,19 +193,25 @@ def export_standard(
     *,
     overwrite: bool = False,
     repo_id: str | None = None,
+    license: str | None = None,
 ) -> list[Path]:
-    """Write the standard folder of each budget (see the module docstring); returns their paths. One budget:
-    OUT_DIR is the folder; several: OUT_DIR/layer{L}-dim{D} each. Nothing is written when a check fails."""
+    """Write the standard folder of each budget (see the module docstring); returns their paths. One budget
+    requested (or none: the default one): OUT_DIR is the folder and its card names ``repo_id``; several: one folder
+    OUT_DIR/layer{L}-dim{D} each, whose card names ``{repo_id}-layer{L}-dim{D}``. Nothing is written when a check
+    fails."""
     from ..modeling_mipic import MatryoshkaModel
 
-    budgets = check_standard(source, out_dir, list(budgets or []), overwrite)
+    requested = list(budgets or [])
+    budgets = check_standard(source, out_dir, requested, overwrite)
     source, out = Path(source), Path(out_dir)
     model = MatryoshkaModel.from_pretrained(source).eval()
-    single = len(budgets) == 1
+    single = len(requested) <= 1
 
     def build(tmp: Path) -> None:
         for budget in budgets:
-            _write_budget(model, source, budget, tmp if single else tmp / budget.name, repo_id if single else None)
+            folder = tmp if single else tmp / budget.name
+            name = repo_id if single or repo_id is None else f"{repo_id}-{budget.name}"
+            _write_budget(model, source, budget, folder, name, license)
 
     write_folder_atomically(out, build)
     return [out] if single else [out / budget.name for budget in budgets]

@@ -15,6 +15,8 @@ Cost: the prefix Gram matrices are cumulative over dimension blocks, so all pref
 full-width Gram; each token subset is a mask (centring in O(m^2)), never a loop over sentences. The SIA layers'
 states are stacked into one (L, B, m, D) tensor, so every layer and prefix is scored, ranked, centred and
 compared in the same few batched ops (no loop over layers or lifts): the operator count does not grow with L.
+Autograd keeps only the inputs (the pass is recomputed in the backward), but while it runs, forward or
+recomputed, it holds every layer's intermediates at once: a transient peak about L times the per-layer loop's.
 All scores, softmaxes, KLs and Grams are float32 with autocast off; padding never counts.
 """
 
@@ -214,7 +216,7 @@ class SIALoss(nn.Module):
             queries = [encoded.pooled(layer) for layer in self.layers]
             if torch.is_grad_enabled() and any(s.requires_grad for s in states):
                 # Keep only the inputs for backward (the layers' states, already kept by the encoder; they are
-                # stacked inside) and recompute the m x m Gram work there: SIA adds almost no activation memory.
+                # stacked inside) and recompute the m x m Gram work there: SIA keeps almost no activation memory
                 att, cka = checkpoint(self.stacked_terms, states, queries, mask, use_reentrant=False)
             else:
                 att, cka = self.stacked_terms(states, queries, mask)
