@@ -216,7 +216,7 @@ class SIALoss(nn.Module):
             queries = [encoded.pooled(layer) for layer in self.layers]
             if torch.is_grad_enabled() and any(s.requires_grad for s in states):
                 # Keep only the inputs for backward (the layers' states, already kept by the encoder; they are
-                # stacked inside) and recompute the m x m Gram work there: SIA keeps almost no activation memory
+                # stacked inside) and recompute the m x m Gram work there: SIA keeps almost no activation memory.
                 att, cka = checkpoint(self.stacked_terms, states, queries, mask, use_reentrant=False)
             else:
                 att, cka = self.stacked_terms(states, queries, mask)
