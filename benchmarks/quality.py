@@ -169,6 +169,16 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # issue 14's outcome: the new `default` (`tuned` without the terms term_gains removed) + the initial teacher +
     # the rotation select_rotation picked, i.e. what recipes/quickstart.yaml trains, for 1 epoch
     "t_final": [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
+    # issue 16: the shipped recipe with length-grouped batches (the opt-in speed setting), judged by same_quality
+    "t_final_grouped": [
+        *MIPIC,
+        "default",
+        *TEACHER_PICK,
+        "--output_rotation",
+        "before",
+        "--train_sampling_strategy",
+        "group_by_length",
+    ],  # fmt: skip
     # issue 14, no labels (recipes/matryoshkafy.yaml): the frozen teacher as the only signal, rotation first
     # (tau pinned to 0.2, what these rows ran with: the recipe now sets round 2's pick, 0.05)
     "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_temperature", "0.2"]},
@@ -555,6 +565,26 @@ def reshape_gains(
     return out
 
 
+SPEED_VARIANTS = {"t_final_grouped": "t_final"}  # issue 16: a speed setting and the recipe it must not move
+SPEED_MAX_MOVE = 0.3  # the same bar a term must clear to count as a change (TERM_MIN_GAIN)
+
+
+def same_quality(
+    found: dict[str, dict[int, dict]], seeds: list[int] = SEEDS
+) -> dict[str, tuple[float | None, bool | None]]:
+    """The speed rule, fixed before the runs: per speed variant, the 3-seed mean of (variant - base) dev aggregate
+    and whether it stays within SPEED_MAX_MOVE of the base; (None, None) until every seed of both ran."""
+    out: dict[str, tuple[float | None, bool | None]] = {}
+    for variant, base in SPEED_VARIANTS.items():
+        runs, refs = found.get(variant, {}), found.get(base, {})
+        if not all(s in runs and s in refs for s in seeds):
+            out[variant] = (None, None)
+            continue
+        move = round(statistics.mean(dev_aggregate(runs[s]) - dev_aggregate(refs[s]) for s in seeds), 2)
+        out[variant] = (move, abs(move) <= SPEED_MAX_MOVE)
+    return out
+
+
 ROTATION_OPTIONS = {"none": TERM_BASE, "before": "t_rot_before", "after": "mipic_default_teacher_pca"}
 
 
@@ -673,6 +703,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         for candidate, (gains, verdict) in reshape_gains(found).items():
             print(f"| {candidate} | {RESHAPED[candidate]} | {gains} | {verdict or '-'} |")
         print(f"\nrotation rule (select_rotation) picks: {select_rotation(found)}")
+        for variant, (move, same) in same_quality(found).items():
+            verdict = "not run" if same is None else ("same quality" if same else "quality moved")
+            pair = f"{variant} - {SPEED_VARIANTS[variant]}"
+            print(f"\nspeed rule (same_quality): {pair}, dev aggregate: {move} ({verdict})")
         print(f"\nno-label rule (select_nolabel, seed 42) picks: {select_nolabel(found)}")
     anchored = [m for m in order if m not in ("untrained", "untrained_pca")]
     if "untrained" in found:

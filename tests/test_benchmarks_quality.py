@@ -126,6 +126,17 @@ def test_reshape_rule_advances_on_seed_42_and_keeps_a_term_on_the_three_seed_mea
     assert quality.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, -0.1], "fails")
 
 
+def test_speed_rule_keeps_a_setting_that_moves_the_dev_aggregate_by_at_most_0_3() -> None:
+    quality = _quality_module()
+    cells = [(layer, d) for layer in (2, 4, 6) for d in (8, 16, 32, 64, 128, 256, 384)]
+    base = {s: _result(dict.fromkeys(cells, 70.0 + s / 10)) for s in (42, 43, 44)}
+    assert quality.same_quality({"t_final": base}) == {"t_final_grouped": (None, None)}  # not run yet
+    moved = {s: _result(dict.fromkeys(cells, 70.0 + s / 10 - (0.2 if s == 42 else 0.4))) for s in (42, 43, 44)}
+    same = {s: _result(dict.fromkeys(cells, 70.0 + s / 10 + (0.5 if s == 44 else 0.1))) for s in (42, 43, 44)}
+    assert quality.same_quality({"t_final": base, "t_final_grouped": moved}) == {"t_final_grouped": (-0.33, False)}
+    assert quality.same_quality({"t_final": base, "t_final_grouped": same}) == {"t_final_grouped": (0.23, True)}
+
+
 def test_rotation_rule_picks_the_best_dev_aggregate_and_prefers_none_on_ties() -> None:
     quality = _quality_module()
     cells = [(2, 8), (6, 384)]
