@@ -157,12 +157,10 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.backbone.set_input_embeddings(value)
 
-    def block_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
-        """The backbone's stack of blocks: (parent module, attribute name, ModuleList).
-
-        One mechanism for every architecture: the ModuleList holding ``num_hidden_layers`` blocks
-        (``encoder.layer`` in BERT / XLM-R, ``layers`` in Qwen3 / Llama, ``h`` in GPT-2, ...).
-        """
+    def block_list_name(self) -> str:
+        """The dotted name, within the backbone, of its stack of blocks: the ModuleList holding
+        ``num_hidden_layers`` blocks (``encoder.layer`` in BERT / XLM-R, ``layers`` in Qwen3 / Llama, ``h`` in
+        GPT-2, ...), one mechanism for every architecture."""
         candidates = []
         for name, module in self.backbone.named_modules():
             if isinstance(module, nn.ModuleList) and len(module) == self.num_layers and name:
@@ -172,8 +170,11 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
                 f"cannot find the block list of {type(self.backbone).__name__}: no ModuleList of "
                 f"{self.num_layers} (num_hidden_layers) modules"
             )
-        name = min(candidates, key=lambda n: n.count("."))
-        parent_name, _, attr = name.rpartition(".")
+        return min(candidates, key=lambda n: n.count("."))
+
+    def block_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
+        """The backbone's stack of blocks: (parent module, attribute name, ModuleList); see :meth:`block_list_name`."""
+        parent_name, _, attr = self.block_list_name().rpartition(".")
         parent = self.backbone.get_submodule(parent_name) if parent_name else self.backbone
         return parent, attr, getattr(parent, attr)
 

@@ -53,11 +53,8 @@ def check_trained(budgets: list[Budget], dims: list[int], layers: list[int], dep
 
 def resolve_budgets(requested: list[Budget], config: Any) -> list[Budget]:
     """The budgets to write: ``requested`` without repeats, or the model's default budget when none is; each
-    checked by :func:`check_trained` against a MatryoshkaConfig (or its config.json dict)."""
-    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
-    text_config = get("text_config")
-    depth = text_config["num_hidden_layers"] if isinstance(text_config, dict) else text_config.num_hidden_layers
-    budgets = list(dict.fromkeys(requested)) or [Budget(int(get("default_layer")), int(get("default_dimension")))]
-    dims = [int(d) for d in get("matryoshka_dimensions")]
-    check_trained(budgets, dims, [int(x) for x in get("matryoshka_layers")], int(depth))
+    checked by :func:`check_trained` against the MatryoshkaConfig ``config``."""
+    budgets = list(dict.fromkeys(requested)) or [Budget(int(config.default_layer), int(config.default_dimension))]
+    dims, layers = [int(d) for d in config.matryoshka_dimensions], [int(x) for x in config.matryoshka_layers]
+    check_trained(budgets, dims, layers, int(config.text_config.num_hidden_layers))
     return budgets

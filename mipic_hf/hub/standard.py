@@ -71,7 +71,9 @@ def check_standard(
     if not has_merged_weights(source):
         raise ExportError(f"RUN_OR_EXPORT '{source}' has no merged weights (model.safetensors): export the run itself")
     standard_model_type(config.get("text_config") or {})
-    budgets = resolve_budgets(budgets, config)
+    from ..configuration_mipic import MatryoshkaConfig
+
+    budgets = resolve_budgets(budgets, MatryoshkaConfig.from_pretrained(source))
     check_out_dir(out, overwrite, source=source)
     return budgets
 
@@ -115,8 +117,7 @@ def backbone_state(model: Any, budget: Budget, config: Any) -> dict[str, Any]:
     import torch
     from transformers import AutoModel
 
-    parent, attr, _ = model.block_list()
-    prefix = ".".join(n for n in (_module_name(model.backbone, parent), attr) if n) + "."
+    prefix = model.block_list_name() + "."
     state = {}
     for key, value in model.backbone.state_dict().items():
         if key.startswith(prefix) and int(key[len(prefix) :].split(".")[0]) >= budget.layer:
@@ -134,10 +135,6 @@ def backbone_state(model: Any, budget: Budget, config: Any) -> dict[str, Any]:
     for key in missing:
         state[key] = torch.zeros(expected[key].shape, dtype=state[next(iter(state))].dtype)
     return state
-
-
-def _module_name(root: Any, module: Any) -> str:
-    return next(name for name, sub in root.named_modules() if sub is module)
 
 
 def _write_budget(
