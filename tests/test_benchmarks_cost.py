@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COST = Path(__file__).parent.parent / "benchmarks" / "cost.py"
 METHODS = ["mrl", "mipic", "st_matryoshka", "st_matryoshka2d"]
 
@@ -41,16 +43,43 @@ def test_cost_benchmark_runs_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Pa
     assert "| 2 (full) | " in proc.stdout and "| mrl | 1.00x | 1.00x | 1.00x | 1.00x |" in proc.stdout
 
 
-def test_count_operators_counts_each_backend_call_below_autograd() -> None:
-    """Known counts: every backend call of the step, the forward's and the backward's."""
+def _cost_module():
     import importlib.util
-
-    import torch
 
     spec = importlib.util.spec_from_file_location("cost", COST)
     cost = importlib.util.module_from_spec(spec)
     sys.modules["cost"] = cost  # dataclasses look their module up while the file runs
     spec.loader.exec_module(cost)
+    return cost
+
+
+def _run(times: dict[str, list[float]]) -> dict:
+    return {"methods": {m: {"step_times_s": t} for m, t in times.items()}}
+
+
+def test_paired_ratio_cancels_the_machine_drift_between_rounds(capsys) -> None:
+    """Each round's ratio to mrl's step of the same round: a round where the machine slowed (round 2, both
+    steps 2x) does not move the median; quartiles 'inclusive' over the rounds."""
+    cost = _cost_module()
+    assert cost.paired_ratio([2.0, 8.8, 2.1, 2.2, 2.0], [2.0, 8.0, 2.0, 2.0, 2.0]) == pytest.approx((1.05, 1.0, 1.1))
+    assert cost.paired_ratio([2.0], [2.0]) is None  # one round: no quartiles
+    assert cost.fmt_paired((1.054, 0.996, 1.1)) == "1.05x [1.00-1.10]"
+    runs = [
+        _run({"mrl": [2.0, 4.0], "mipic": [2.0, 6.0]}),  # ratios 1.0, 1.5: median 1.25
+        _run({"mrl": [2.0, 2.0, 2.0], "mipic": [3.5, 3.5, 3.0]}),  # 1.75, 1.75, 1.5: median 1.75
+    ]
+    cost.print_runs(runs)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-2:] == ["| mrl | 1.00x | 1.00x | 1.00x |", "| mipic | 1.25x | 1.75x | 1.50x |"]
+    with pytest.raises(SystemExit, match="same methods"):
+        cost.print_runs([runs[0], _run({"mrl": [1.0, 1.0]})])
+
+
+def test_count_operators_counts_each_backend_call_below_autograd() -> None:
+    """Known counts: every backend call of the step, the forward's and the backward's."""
+    import torch
+
+    cost = _cost_module()
 
     def forward_only() -> float:
         return float((torch.ones(2) + 1).sum())
