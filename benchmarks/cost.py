@@ -379,7 +379,8 @@ def print_tables(results: dict) -> None:
         f"{rounds}, torch {cfg['torch']}, {cfg['threads']} threads"
     )
     header = [
-        "method", "step time / mrl", "paired step / mrl: median [IQR]", "peak RSS growth / mrl", "saved for backward / mrl", "operators / mrl",
+        "method", "step time / mrl", "paired step / mrl: median [IQR]", "peak RSS growth / mrl",
+        "saved for backward / mrl", "operators / mrl",
         "median step (s)", "peak RSS growth (MiB)", "saved (MiB)", "operators per step",
     ]  # fmt: skip
     rows = []
@@ -450,8 +451,10 @@ def main() -> None:
     parser.add_argument("--out", help="also write every number to this JSON file")
     parser.add_argument("--memory_child", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--report", nargs="+", help="print the tables of JSON files earlier --out runs wrote (several: and a table of "
-        "their paired step ratios), run nothing"
+        "--report",
+        nargs="+",
+        help="print the tables of JSON files earlier --out runs wrote (several: and a table of "
+        "their paired step ratios), run nothing",
     )
     args = parser.parse_args()
     if args.report:

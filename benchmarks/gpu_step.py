@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -155,13 +156,15 @@ def print_table(report: dict) -> None:
             ratio = row.get("ratio_to_first_method", row.get("ratio_to_mrl"))
             memory = row.get("peak_mem_ratio_to_first_method", row.get("peak_mem_ratio_to_mrl", 1.0))
             mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
+            peak = row["peak_mem_gib"]
+            peak, memory = ("-", "-") if peak is None else (f"{peak:.2f}", f"{memory:.2f}x")  # measured on CUDA only
             print(
                 f"| {shape} | {method} | {row['median_step_s']:.3f} | {ratio:.2f}x | {row['tokens_per_s']:,} | {mfu} | "
-                f"{row['peak_mem_gib']:.2f} | {memory:.2f}x |"
+                f"{peak} | {memory} |"
             )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", default=None, help="print the table of a JSON file an earlier --out wrote")
     parser.add_argument("--batch_size", type=int, default=64)
@@ -175,15 +178,116 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--only", nargs="+", default=None, help="shape names to run (default: all)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of one step each")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def stepper(runs: dict, batch: dict):
+    """``step(method)``: one full update of that method's copy (the Trainer's step, clip, AdamW); its loss."""
+
+    def step(method: str) -> float:
+        _, trainer, optimizer, params, _ = runs[method]
+        loss = trainer.training_step(trainer.model, batch)  # autocast and backward, cached or not
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()  # syncs
+
+    return step
+
+
+def timed_steps(step, methods: list[str], args: argparse.Namespace, device: torch.device):
+    """Warm-up, then ``args.steps`` rounds alternating the methods: per method its step times and losses."""
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    losses: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.warmup):
+        for m in methods:
+            step(m)
+    for _ in range(args.steps):
+        for m in methods:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            losses[m].append(step(m))
+            times[m].append(time.perf_counter() - start)
+    return times, losses
+
+
+def profile_steps(step, methods: list[str], name: str, device: torch.device) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for m in methods:
+        with profile(activities=activities) as prof:
+            step(m)
+        sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(f"== profile {name} {m}\n" + prof.key_averages().table(sort_by=sort, row_limit=18))
+
+
+def peak_memory(step, methods: list[str], device: torch.device) -> dict[str, float]:
+    """GiB ``torch.cuda.max_memory_allocated`` reaches in one more step per method; empty off CUDA."""
+    peaks = {}
+    if device.type == "cuda":
+        for m in methods:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            step(m)
+            peaks[m] = torch.cuda.max_memory_allocated() / 2**30
+    return peaks
+
+
+def model_flops(text_config, non_embedding: int, batch: dict, seq_len: int) -> int:
+    """The backbone's model FLOPs of one step (``FLOP_FORMULA``), padded tokens included."""
+    layers, hidden = text_config.num_hidden_layers, text_config.hidden_size
+    tokens = int(batch["features"][0]["attention_mask"].numel())
+    columns = len(batch["features"])
+    attention = seq_len * hidden * layers
+    return columns * tokens * ((2 * non_embedding + 4 * attention) + (2 * non_embedding + 8 * attention))
+
+
+def run_shape(name: str, text_config, args: argparse.Namespace, device: torch.device) -> dict:
+    """Every method on one shape: a row per method, the FLOP count, and the parameter count."""
+    batch = make_batch(text_config, args.batch_size, args.seq_len, device)
+    runs = {m: build(text_config, m, device, torch.bfloat16, args.cache_mini_batch_size) for m in args.methods}
+    step = stepper(runs, batch)
+    times, losses = timed_steps(step, args.methods, args, device)
+    if args.profile:
+        profile_steps(step, args.methods, name, device)
+    peaks = peak_memory(step, args.methods, device)
+    n = next(iter(runs.values()))[4]
+    flops = model_flops(text_config, n, batch, args.seq_len)
+    tokens = len(batch["features"]) * int(batch["features"][0]["attention_mask"].numel())
+    base = statistics.median(times[args.methods[0]])
+    entry: dict = {}
+    for m in args.methods:
+        t = statistics.median(times[m])
+        entry[m] = {
+            "median_step_s": round(t, 4),
+            "ratio_to_first_method": round(t / base, 3),
+            "tokens_per_s": round(tokens / t),
+            "mfu": round(flops / t / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None,
+            "peak_mem_gib": round(peaks[m], 2) if m in peaks else None,
+            "loss_first_last": [round(losses[m][0], 3), round(losses[m][-1], 3)],
+            "finite": all(math.isfinite(v) for v in losses[m]),
+        }
+        if m in peaks:
+            entry[m]["peak_mem_ratio_to_first_method"] = round(peaks[m] / peaks[args.methods[0]], 3)
+    entry["non_embedding_params"] = n
+    entry["model_flops_per_step"] = flops
+    return entry
+
+
+def main() -> None:
+    args = parse_args()
     if args.report:
         print_table(json.loads(Path(args.report).read_text(encoding="utf-8")))
         return
+    import transformers
+
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    dtype = torch.bfloat16
     report: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "steps": args.steps,
@@ -192,82 +296,15 @@ def main() -> None:
         "peak_tflops": args.peak_tflops,
         "results": {},
     }
-    import transformers
-
-    report["transformers"] = transformers.__version__
     for name, text_config in shapes(args.tiny).items():
         if args.only and name not in args.only:
             continue
-        entry: dict = {}
         try:
-            batch = make_batch(text_config, args.batch_size, args.seq_len, device)
-            runs = {m: build(text_config, m, device, dtype, args.cache_mini_batch_size) for m in args.methods}
-
-            def step(method: str, runs: dict = runs, batch: dict = batch) -> float:
-                _, trainer, optimizer, params, _ = runs[method]
-                loss = trainer.training_step(trainer.model, batch)  # autocast and backward, cached or not
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                return loss.item()  # syncs
-
-            times: dict[str, list[float]] = {m: [] for m in runs}
-            losses: dict[str, list[float]] = {m: [] for m in runs}
-            for _ in range(args.warmup):
-                for m in runs:
-                    step(m)
-            for _ in range(args.steps):
-                for m in runs:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    losses[m].append(step(m))
-                    times[m].append(time.perf_counter() - start)
-            if args.profile:
-                from torch.profiler import ProfilerActivity, profile
-
-                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-                for m in runs:
-                    with profile(activities=activities) as prof:
-                        step(m)
-                    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-                    print(f"== profile {name} {m}\n" + prof.key_averages().table(sort_by=sort, row_limit=18))
-            peaks = {}
-            for m in runs:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    step(m)
-                    peaks[m] = torch.cuda.max_memory_allocated() / 2**30
-            n = next(iter(runs.values()))[4]
-            layers, hidden = text_config.num_hidden_layers, text_config.hidden_size
-            tokens = int(batch["features"][0]["attention_mask"].numel())
-            m_len = args.seq_len
-            columns = len(batch["features"])
-            flops = columns * tokens * ((2 * n + 4 * m_len * hidden * layers) + (2 * n + 8 * m_len * hidden * layers))
-            base = statistics.median(times[args.methods[0]])
-            for m in runs:
-                t = statistics.median(times[m])
-                entry[m] = {
-                    "median_step_s": round(t, 4),
-                    "ratio_to_first_method": round(t / base, 3),
-                    "tokens_per_s": round(columns * tokens / t),
-                    "mfu": round(flops / t / (args.peak_tflops * 1e12), 4) if device.type == "cuda" else None,
-                    "peak_mem_gib": round(peaks.get(m, float("nan")), 2),
-                    "loss_first_last": [round(losses[m][0], 3), round(losses[m][-1], 3)],
-                    "finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses[m])),
-                }
-            first = args.methods[0]
-            for m in peaks:
-                entry[m]["peak_mem_ratio_to_first_method"] = round(peaks[m] / peaks[first], 3)
-            entry["non_embedding_params"] = n
-            entry["model_flops_per_step"] = flops
-            del runs
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            entry = run_shape(name, text_config, args, device)
         except Exception as err:  # keep going: report what broke
-            entry["error"] = f"{type(err).__name__}: {err}"
-            entry["traceback"] = traceback.format_exc()[-3000:]
+            entry = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:]}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         report["results"][name] = entry
         print(json.dumps({name: entry}, indent=1), flush=True)
     if args.out:
