@@ -6,7 +6,9 @@
     python benchmarks/cost.py --report FILE.json [FILE.json ...]   # the tables again, from runs' JSON
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
-(round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported.
+(round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported, with the
+paired ratio to ``mrl``: the median (and quartiles) over rounds of a method's step over ``mrl``'s step of the same
+round, which cancels the machine's drift between rounds; ``--report`` on several runs' files tabulates it per run.
 Memory: each method runs in a fresh subprocess; we report the peak RSS growth over three steps (VmHWM
 after the steps minus VmRSS before them) and the bytes of the distinct storages autograd keeps for backward
 in one step (``saved_tensors_hooks``, deterministic). Text: ``stsb`` = STS-B train pairs padded to exactly
