@@ -119,6 +119,7 @@ class MIPICTrainer(AtomicCheckpoints):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+        self._step_parts: dict[str, torch.Tensor] = {}  # the last training step's components, for _check_finite
 
     @staticmethod
     def _build_teacher(args: MIPICTrainingArguments, model: Any, tokenizer: Any, collator: Any) -> TeacherTerm | None:
@@ -164,16 +165,20 @@ class MIPICTrainer(AtomicCheckpoints):
         return (parts["loss"], parts) if return_outputs else parts["loss"]
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        """The Trainer's step, or with ``cache_mini_batch_size`` a gradient-cached one (``training.grad_cache``)."""
+        """The Trainer's step, or with ``cache_mini_batch_size`` a gradient-cached one (``training.grad_cache``);
+        then the non-finite check, after the backward was queued and before any optimizer step."""
         size = self.args.cache_mini_batch_size
         if not size:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
-        parts = self._cached_step(model, inputs, size)
-        self._record(parts, training=True)
-        return parts["loss"] / self.current_gradient_accumulation_steps
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            model.train()
+            inputs = self._prepare_inputs(inputs)
+            check_task_inputs(self.task_loss, len(inputs["features"]), inputs.get("labels") is not None)
+            parts = self._cached_step(model, inputs, size)
+            self._record(parts, training=True)
+            loss = parts["loss"] / self.current_gradient_accumulation_steps
+        self._check_finite()
+        return loss
 
     def _cached_step(self, model: torch.nn.Module, inputs: dict[str, Any], size: int) -> dict[str, torch.Tensor]:
         """Encode without grad, the whole batch's loss and its gradient on the cached vectors, then each mini-batch
@@ -203,16 +208,25 @@ class MIPICTrainer(AtomicCheckpoints):
         return logged
 
     def _record(self, parts: dict[str, torch.Tensor], training: bool) -> None:
-        """Stop on a non-finite training loss (``stop_on_nonfinite_loss``); keep the components for the log."""
-        loss = parts["loss"]
-        if training and self.args.stop_on_nonfinite_loss and not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(self._nonfinite_message(parts))
+        """Keep the components for the log, detached, without reading them on the host (no device sync in
+        ``compute_loss``); the training step's are also kept for :meth:`_check_finite`."""
+        detached = {name: value.detach() for name, value in parts.items()}
+        if training:
+            self._step_parts = detached
         bucket = self._components["train" if training else "eval"]
-        for name, value in parts.items():
-            bucket["total" if name == "loss" else name].append(value.detach().float())
+        for name, value in detached.items():
+            bucket["total" if name == "loss" else name].append(value.float())
         candidates = getattr(getattr(self.objective, "task", None), "num_candidates", None)
         if candidates is not None:  # InfoNCE candidates per anchor: grows with gather_across_devices
             bucket["candidates"].append(torch.tensor(float(candidates)))
+
+    def _check_finite(self) -> None:
+        """Stop on a non-finite training loss (``stop_on_nonfinite_loss``): one host read per step, made after the
+        step's backward was queued (the Trainer's own ``logging_nan_inf_filter`` reads the loss there too) and
+        before the optimizer step, so no checkpoint ever holds the broken update."""
+        parts = self._step_parts
+        if self.args.stop_on_nonfinite_loss and parts and not torch.isfinite(parts["loss"]).all():
+            raise NonFiniteLossError(self._nonfinite_message(parts))
 
     def _nonfinite_message(self, parts: dict[str, torch.Tensor]) -> str:
         bad = [f"{k}={v.item()}" for k, v in parts.items() if k != "loss" and not torch.isfinite(v).all()]
