@@ -47,7 +47,7 @@ def test_the_gpu_step_benchmark_runs_and_learns_on_every_shape(tmp_path: Path) -
             assert row["finite"] and row["loss_first_last"][0] > 0.01, (shape, method, row)
             assert row["mfu"] is None and row["peak_mem_gib"] is None  # CUDA-only columns stay empty on CPU
             assert f"| {shape} | {method} | {row['median_step_s']:.3f} |" in table
-    # Qwen3 has no dropout and LoRA none: the cached step trains as the plain one (bf16 weights on CPU)
+    # Qwen3 has no dropout and the LoRA dropout is 0: the cached step trains as the plain one (bf16 weights, CPU)
     for method in ("mrl", "mipic"):
         got, want = cached["results"]["qwen3-tiny"][method], plain["results"]["qwen3-tiny"][method]
         assert got["loss_first_last"] == pytest.approx(want["loss_first_last"], rel=0.02, abs=2e-3), method
