@@ -6,9 +6,10 @@
     python benchmarks/cost.py --report FILE.json [FILE.json ...]   # the tables again, from runs' JSON
 
 Time: one process, every method has its own model copy and optimizer, steps alternate between methods
-(round robin) after warm-up, and the median step (forward + backward + clip + AdamW step) is reported, with the
-paired ratio to ``mrl``: the median (and quartiles) over rounds of a method's step over ``mrl``'s step of the same
-round, which cancels the machine's drift between rounds; ``--report`` on several runs' files tabulates it per run.
+(round robin after warm-up, the order rotated by one each round so that no method always runs first), and the
+median step (forward + backward + clip + AdamW step) is reported, with the paired ratio to ``mrl``: the median
+(and quartiles) over rounds of a method's step over ``mrl``'s step of the same round, which cancels the machine's
+drift between rounds; ``--report`` on several runs' files tabulates it per run.
 Memory: each method runs in a fresh subprocess; we report the peak RSS growth over three steps (VmHWM
 after the steps minus VmRSS before them) and the bytes of the distinct storages autograd keeps for backward
 in one step (``saved_tensors_hooks``, deterministic). Text: ``stsb`` = STS-B train pairs padded to exactly
@@ -486,8 +487,8 @@ def main() -> None:
             runs[m].step()
     operators = {m: count_operators(runs[m]) for m in methods}
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(0 if args.skip_time else args.rounds):
-        for m in methods:
+    for r in range(0 if args.skip_time else args.rounds):
+        for m in methods[r % len(methods) :] + methods[: r % len(methods)]:  # rotated: no method always goes first
             start = time.perf_counter()
             runs[m].step()
             times[m].append(time.perf_counter() - start)

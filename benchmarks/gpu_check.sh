@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's GPU check, one prepared command for a lent GPU (about 6-8 minutes on an H100/H200):
+# Issue 16's GPU check, one prepared command for a lent GPU (estimated 7-9 minutes on an H100/H200, not yet run):
 #   OUT=/path bash benchmarks/gpu_check.sh
 # 1. the bf16 LoRA step of mrl / mipic (default) / mipic_paper on the Qwen3-0.6B and XLM-R-large shapes at 64 x 256;
 # 2. the MFU goal's larger batch: 256 x 256 on the Qwen3 shape, mrl and mipic (a launch-bound step needs big

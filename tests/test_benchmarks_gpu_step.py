@@ -31,7 +31,7 @@ def _run(tmp_path: Path, name: str, *extra: str) -> tuple[dict, str]:
     return _strict_json(out.read_text()), report.stdout
 
 
-def test_the_gpu_step_benchmark_runs_and_learns_on_every_shape(tmp_path: Path) -> None:
+def test_the_gpu_step_benchmark_runs_with_a_loss_to_learn_on_every_shape(tmp_path: Path) -> None:
     plain, table = _run(tmp_path, "plain")
     cache = ["--only", "qwen3-tiny", "--methods", "mrl", "mipic", "--cache_mini_batch_size", "4"]
     cached, _ = _run(tmp_path, "cached", *cache)

@@ -166,7 +166,7 @@ class MIPICTrainer(AtomicCheckpoints):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
         """The Trainer's step, or with ``cache_mini_batch_size`` a gradient-cached one (``training.grad_cache``);
-        then the non-finite check, after the backward was queued and before any optimizer step."""
+        then the non-finite check, after the backward was queued (:meth:`_check_finite`)."""
         size = self.args.cache_mini_batch_size
         if not size:
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -222,8 +222,9 @@ class MIPICTrainer(AtomicCheckpoints):
 
     def _check_finite(self) -> None:
         """Stop on a non-finite training loss (``stop_on_nonfinite_loss``): one host read per step, made after the
-        step's backward was queued (the Trainer's own ``logging_nan_inf_filter`` reads the loss there too) and
-        before the optimizer step, so no checkpoint ever holds the broken update."""
+        step's backward was queued (the Trainer's own ``logging_nan_inf_filter`` reads the loss there too). The
+        optimizer has not stepped yet (except under DeepSpeed, whose backward steps it at the accumulation
+        boundary); either way the stop comes before the next checkpoint is saved."""
         parts = self._step_parts
         if self.args.stop_on_nonfinite_loss and parts and not torch.isfinite(parts["loss"]).all():
             raise NonFiniteLossError(self._nonfinite_message(parts))
