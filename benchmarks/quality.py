@@ -301,7 +301,17 @@ def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
     write_outputs(results, out / "eval")
 
 
-def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
+def run_ours(
+    spec: list[str] | dict,
+    model: str,
+    seed: int,
+    split: str,
+    out: Path,
+    max_steps: int | None,
+    tasks: list[str] | None = None,
+) -> None:
+    """Train one of our rows through ``mipic_hf.run`` into ``out``, scored on ``tasks`` (default
+    :func:`tasks_for`; an empty list scores nothing)."""
     from mipic_hf.run import main
 
     recipe, overrides = (PROTOCOL, spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
@@ -338,7 +348,7 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         "--eval_split",
         split,
         "--eval_tasks",
-        *tasks_for(split),
+        *((tasks_for(split) if tasks is None else tasks) or ["none"]),
         "--export_model",
         "false",
         "--eval_base",  # the untrained row scores the base once
@@ -355,10 +365,12 @@ def run_ours(spec: list[str] | dict, model: str, seed: int, split: str, out: Pat
         raise SystemExit(f"{out} failed")
 
 
-def run_peer(loss_name: str, model_path: str, seed: int, split: str, out: Path, max_steps: int | None) -> None:
+def run_peer(
+    loss_name: str, model_path: str, seed: int, split: str, out: Path, max_steps: int | None, evaluate: bool = True
+) -> None:
     """sentence-transformers' own trainer and Matryoshka losses, the same protocol: around CoSENTLoss on STS-B
     train (``loss_name`` "MatryoshkaLoss"), or around MultipleNegativesRankingLoss on the SNLI triplets
-    ("MatryoshkaLoss:snli")."""
+    ("MatryoshkaLoss:snli"). The model is saved in ``out/model`` and scored unless ``evaluate`` is false."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
@@ -394,7 +406,8 @@ def run_peer(loss_name: str, model_path: str, seed: int, split: str, out: Path, 
     SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
     model.max_seq_length = 256
     model.save(str(out / "model"))
-    score(str(out / "model"), split, out)
+    if evaluate:
+        score(str(out / "model"), split, out)
 
 
 def run_one(method: str, seed: int, split: str, model: str, max_steps: int | None) -> None:

@@ -132,6 +132,9 @@ class MatryoshkaConfig(PretrainedConfig):
         output_rotation: the model holds a fitted affine map of the pooled vector, ``(z - mean) @ R`` with R
             orthogonal (weights ``output_rotation.mean`` / ``output_rotation.matrix``), applied before the cut
             to a prefix: a centring + PCA rotation puts the directions of largest variance first.
+        quantization_ranges: the model holds calibrated int8/uint8 ranges (weights ``quantization.ranges``): the
+            per-coordinate min and max of the embedding at every trained (layer, dimension), over training text,
+            which ``encode(..., precision="int8")`` uses.
         adapter: set in adapter-only exports: ``{"base_model": id or path, "revision": ..., "subfolder":
             "adapter"}``. ``MatryoshkaModel.from_pretrained`` then loads the base model and this folder's
             PEFT LoRA adapter (needs ``peft``) instead of a weights file.
@@ -158,6 +161,7 @@ class MatryoshkaConfig(PretrainedConfig):
         max_seq_length: int | None = None,
         is_matryoshka: bool = True,
         output_rotation: bool = False,
+        quantization_ranges: bool = False,
         adapter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -179,6 +183,8 @@ class MatryoshkaConfig(PretrainedConfig):
             raise ValueError("is_matryoshka is always true for a MatryoshkaConfig")
         if not isinstance(output_rotation, bool):
             raise ValueError(f"output_rotation must be true or false, got {output_rotation!r}")
+        if not isinstance(quantization_ranges, bool):
+            raise ValueError(f"quantization_ranges must be true or false, got {quantization_ranges!r}")
         if adapter is not None and not (isinstance(adapter, dict) and isinstance(adapter.get("base_model"), str)):
             raise ValueError(f"adapter must be None or a mapping with a 'base_model' string, got {adapter!r}")
 
@@ -191,6 +197,7 @@ class MatryoshkaConfig(PretrainedConfig):
         self.max_seq_length = max_seq_length
         self.adapter = adapter
         self.output_rotation = output_rotation
+        self.quantization_ranges = quantization_ranges
         # Read by serving engines (vLLM's proposal, infinity): the model is Matryoshka-trained.
         self.is_matryoshka = True
         super().__init__(**kwargs)

@@ -107,6 +107,93 @@ class OutputRotation(nn.Module):
         self.matrix.copy_(matrix.to(self.matrix.device, torch.float32))
 
 
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")  # sentence-transformers' names and dtypes
+CALIBRATED_PRECISIONS = ("int8", "uint8")  # these need per-coordinate (min, max) ranges
+
+
+def precision_bytes(dimension: int, precision: str) -> int:
+    """Bytes one vector of ``dimension`` coordinates takes at ``precision`` (binary: d/8, rounded up)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return 4 * dimension
+    return dimension if precision in CALIBRATED_PRECISIONS else -(-dimension // 8)
+
+
+def quantize_embeddings(embeddings: torch.Tensor, precision: str, ranges: torch.Tensor | None = None) -> torch.Tensor:
+    """``sentence_transformers.quantization.quantize_embeddings`` in torch, for (N, d) float embeddings.
+
+    ``float32``: unchanged. ``int8`` / ``uint8``: each coordinate cut into 255 steps between ``ranges[0]`` (min)
+    and ``ranges[1]`` (max), a (2, d) tensor calibrated on training text: ``q = clip(floor((x - min) / step), 0,
+    255)`` (uint8), ``q - 128`` (int8); values outside the range saturate. ``binary`` / ``ubinary``: the sign bits
+    ``x > 0`` packed 8 per byte, first coordinate in the highest bit (numpy's ``packbits``), as uint8 (ubinary)
+    or shifted by -128 to int8 (binary); d not a multiple of 8 pads the last byte with zero bits.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    embeddings = embeddings.to(torch.float32)
+    if precision == "float32":
+        return embeddings
+    if precision in CALIBRATED_PRECISIONS:
+        if ranges is None:
+            raise ValueError(f"precision {precision!r} needs calibrated ranges: a (2, {embeddings.shape[-1]}) tensor")
+        ranges = torch.as_tensor(ranges).to(embeddings.device, torch.float32)
+        if tuple(ranges.shape) != (2, embeddings.shape[-1]):
+            raise ValueError(f"ranges must have shape (2, {embeddings.shape[-1]}), got {tuple(ranges.shape)}")
+        starts = ranges[0]
+        steps = (ranges[1] - starts) / 255
+        steps = torch.where(steps == 0, torch.ones_like(steps), steps)
+        codes = torch.clamp(torch.floor((embeddings - starts) / steps), 0, 255)
+        return codes.to(torch.uint8) if precision == "uint8" else (codes - 128).to(torch.int8)
+    bits = embeddings > 0
+    pad = -bits.shape[-1] % 8
+    if pad:
+        bits = nn.functional.pad(bits, (0, pad))
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.int32, device=bits.device)
+    packed = (bits.reshape(*bits.shape[:-1], -1, 8).to(torch.int32) * weights).sum(-1)
+    return packed.to(torch.uint8) if precision == "ubinary" else (packed - 128).to(torch.int8)
+
+
+class QuantizationRanges(nn.Module):
+    """Per-coordinate (min, max) ranges for int8 / uint8 at every trained (exit layer, dimension) budget.
+
+    ``ranges[i, j, 0, :d]`` / ``ranges[i, j, 1, :d]`` are the minimum / maximum of each coordinate of the
+    embedding at ``layers[i]``, ``dims[j] = d`` (cut, and normalised when the model normalises), over the
+    calibration texts (training text, never evaluation text). Stored in float32 with the weights.
+    """
+
+    def __init__(self, layers: list[int], dims: list[int], hidden_size: int) -> None:
+        super().__init__()
+        self.layers, self.dims = [int(v) for v in layers], [int(v) for v in dims]
+        shape = (len(self.layers), len(self.dims), 2, hidden_size)
+        self.register_buffer("ranges", torch.zeros(shape, dtype=torch.float32))
+
+    def _index(self, layer: int, dimension: int) -> tuple[int, int]:
+        if layer not in self.layers or dimension not in self.dims:
+            raise ValueError(
+                f"int8/uint8 ranges are calibrated at layers {self.layers} x dims {self.dims}, not at "
+                f"(layer {layer}, dimension {dimension}): pass ranges= or use a calibrated budget"
+            )
+        return self.layers.index(layer), self.dims.index(dimension)
+
+    def get(self, layer: int, dimension: int) -> torch.Tensor:
+        """The (2, dimension) ranges of one budget."""
+        i, j = self._index(layer, dimension)
+        return self.ranges[i, j, :, :dimension]
+
+    @torch.no_grad()
+    def set(self, layer: int, dimension: int, ranges: torch.Tensor) -> None:
+        """Store the (2, dimension) ranges of one budget (min <= max checked)."""
+        i, j = self._index(layer, dimension)
+        ranges = torch.as_tensor(ranges).to(self.ranges.device, torch.float32)
+        if tuple(ranges.shape) != (2, dimension):
+            raise ValueError(f"ranges must have shape (2, {dimension}), got {tuple(ranges.shape)}")
+        if not bool(torch.isfinite(ranges).all()) or bool((ranges[0] > ranges[1]).any()):
+            raise ValueError("ranges must be finite with min <= max in every coordinate")
+        self.ranges[i, j].zero_()
+        self.ranges[i, j, :, :dimension] = ranges
+
+
 class MatryoshkaPreTrainedModel(PreTrainedModel):
     config_class = MatryoshkaConfig
     base_model_prefix = "backbone"
@@ -116,7 +203,7 @@ class MatryoshkaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _keep_in_fp32_modules = ["output_rotation"]
+    _keep_in_fp32_modules = ["output_rotation", "quantization"]
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone initialises itself (transformers dispatches to each sub-model's own _init_weights);
@@ -139,6 +226,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         self.backbone = backbone
         self.config.text_config = backbone.config
         self.output_rotation = OutputRotation(self.hidden_size) if config.output_rotation else None
+        self.quantization = self._new_quantization() if config.quantization_ranges else None
         self._tokenizer = None
         self.post_init()
 
@@ -215,6 +303,33 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         rotation.set(mean, matrix)  # checks first: a refused matrix leaves the model as it was
         self.output_rotation = rotation
         self.config.output_rotation = True
+
+    def _new_quantization(self) -> QuantizationRanges:
+        return QuantizationRanges(self.config.matryoshka_layers, self.config.matryoshka_dimensions, self.hidden_size)
+
+    def set_quantization_ranges(self, ranges: dict[tuple[int, int], torch.Tensor]) -> None:
+        """Store calibrated int8/uint8 ranges, ``{(layer, dimension): (2, dimension) tensor}`` for every trained
+        budget (``config.matryoshka_layers`` x ``config.matryoshka_dimensions``); sets
+        ``config.quantization_ranges``. Checked whole before anything is stored."""
+        expected = {(int(a), int(b)) for a in self.config.matryoshka_layers for b in self.config.matryoshka_dimensions}
+        if set(ranges) != expected:
+            missing = sorted(expected - set(ranges))
+            raise ValueError(f"quantization ranges must cover every trained (layer, dimension); missing {missing}")
+        store = self._new_quantization().to(self.device)
+        for (layer, dimension), value in ranges.items():
+            store.set(layer, dimension, value)
+        self.quantization = store
+        self.config.quantization_ranges = True
+
+    def quantization_ranges(self, layer: int | None = None, dimension: int | None = None) -> torch.Tensor:
+        """The stored (2, dimension) int8/uint8 ranges of a budget (defaults from the config)."""
+        layer, dimension = self._check_layer(layer), self._check_dimension(dimension)
+        if self.quantization is None:
+            raise ValueError(
+                "this model holds no int8/uint8 ranges (config.quantization_ranges is false): pass ranges= "
+                "(a (2, dimension) array of per-coordinate min and max on training text)"
+            )
+        return self.quantization.get(layer, dimension)
 
     def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor, dimension: int | None = None) -> torch.Tensor:
         """Pooled, truncated and (when ``config.normalize``) normalised embeddings of token states."""
@@ -311,6 +426,8 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         convert_to_tensor: bool = False,
         max_length: int | None = None,
         device: str | torch.device | None = None,
+        precision: str = "float32",
+        ranges: Any = None,
     ) -> Any:
         """Embed raw texts at a (dimension, layer) budget, like ``SentenceTransformer.encode``.
 
@@ -323,14 +440,25 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             convert_to_numpy / convert_to_tensor: numpy float32 array (default) or a torch tensor.
             max_length: truncation length; default ``config.max_seq_length``, else the tokenizer's.
             device: where to run; default the model's device.
+            precision: ``float32`` (default), ``int8`` / ``uint8`` (one byte per coordinate) or ``binary`` /
+                ``ubinary`` (one bit per coordinate, packed: d/8 bytes), as sentence-transformers names them and
+                with its dtypes (:func:`quantize_embeddings`).
+            ranges: int8/uint8 only: a (2, dimension) array of per-coordinate min and max; default the ranges
+                the model stores for this budget (calibrated on training text, ``config.quantization_ranges``).
 
-        With ``config.normalize`` every row has unit length at every dimension.
+        With ``config.normalize`` every row has unit length at every dimension (before quantization).
         """
         dimension = self._check_dimension(dimension)
         layer = self._check_layer(layer)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision in CALIBRATED_PRECISIONS and ranges is None:
+            ranges = self.quantization_ranges(layer, dimension)  # checked before any text is encoded
         out = self.encode_layers(
             texts, tokenizer, [layer], dimension, batch_size, show_progress_bar, max_length, device
         )[layer]
+        if precision != "float32":
+            out = quantize_embeddings(out.reshape(-1, dimension), precision, ranges).reshape(*out.shape[:-1], -1)
         if convert_to_tensor or not convert_to_numpy:
             return out
         return out.cpu().numpy()

@@ -217,7 +217,8 @@ def test_constants() -> None:
     assert {n for n, s in BENCHMARKS.items() if not s.local} == {"emotion", "tweet_eval", "mrpc", "scitail", "wic"}
     for name, spec in BENCHMARKS.items():
         assert spec.name == name and spec.task in TASK_TYPES and spec.hub_id
-        assert spec.kind == {"sts": "scored_pairs", "classification": "labeled"}.get(spec.task, "pair_labels")
+        kinds = {"sts": "scored_pairs", "classification": "labeled", "retrieval": "beir"}
+        assert spec.kind == kinds.get(spec.task, "pair_labels")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -274,6 +274,12 @@ def test_write_outputs(grid_run, tmp_path: Path) -> None:
             assert path.read_bytes()[:8] == PNG_MAGIC
     lines = summary_lines(results)
     assert len(lines) == len(DIMS) and lines[0].startswith("d=8:") and "fake_pair ap" in lines[0]
+    from mipic_hf.evaluation.frontier import target_line
+
+    with_target = summary_lines(results, 0.95)
+    assert with_target[: len(DIMS)] == lines
+    assert with_target[len(DIMS) :] == [target_line(results, task, 0.95) for task in results["tasks"]]
+    assert paths["fake_sts_frontier"].read_bytes()[:8] == PNG_MAGIC
 
 
 def test_base_scores_beside_the_trained_ones(grid_run) -> None:

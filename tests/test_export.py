@@ -17,6 +17,7 @@ from test_trainer import WORDS
 from transformers import AutoModel, AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel
+from mipic_hf.evaluation.frontier import target_line
 from mipic_hf.hub.export import export_run, max_seq_length
 from mipic_hf.hub.folders import ExportError
 from mipic_hf.run import main
@@ -137,10 +138,14 @@ def test_card_renders_and_parses(runs: dict[str, Path]) -> None:
         "arXiv:2604.24374",
     ):
         assert needle in body, needle
-    scores = {row[0]: row[1:] for row in markdown_rows(body) if row[0] in ("L1", "L2")}  # the card's grid table
-    assert scores["L2"] == [
-        f"{results['tasks']['stsb']['scores']['L2'][f'D{d}']['spearman']:.2f}" for d in results["dims"]
-    ]
+    grids = [row[1:] for row in markdown_rows(body) if row[0] == "L2"]  # the card's grid tables, float32 first
+    for grid, precision in zip(grids, ["float32", "int8", "binary"], strict=True):
+        table = results["tasks"]["stsb"]["scores" if precision == "float32" else "quantized"]
+        table = table if precision == "float32" else table[precision]
+        assert grid == [f"{table['L2'][f'D{d}']['spearman']:.2f}" for d in results["dims"]], precision
+    assert results["precisions"] == ["float32", "int8", "binary", "binary_rescore"]  # rescoring: retrieval only
+    assert "stsb: quality per byte" in body and target_line(results, "stsb", 0.99) in body
+    assert 'precision="int8"' in body and "eval/stsb_frontier.png" in body  # the run calibrated int8 ranges
     assert f'AutoModel.from_pretrained("{export}"' in body  # no repo id yet: the snippet loads the folder
 
 

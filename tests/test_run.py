@@ -144,6 +144,11 @@ def test_unknown_cli_option_and_wrong_types(tmp_path: Path, capsys) -> None:
         (["--adapter_only", "true"], "export.adapter_only needs lora.use_lora: true"),
         (["--use_lora", "true", "--lora_dropout", "1.5"], "lora.lora_dropout must lie in [0, 1)"),
         (["--push_to_hub", "true", "--hub_model_id", "me/x"], "HF_HUB_OFFLINE is set"),
+        (["--eval_precisions", "float32", "int4"], "eval.eval_precisions must be among float32, int8, uint8"),
+        (["--eval_target", "1.5"], "eval.eval_target must be a number in (0, 1], got 1.5"),
+        (["--calibration_max_texts", "1"], "model.calibration_max_texts must be 0 (no int8 ranges) or an integer >= 2"),
+        (["--calibration_max_texts", "0"], "eval.eval_precisions int8/uint8 need calibrated ranges"),
+        (["--eval_tasks", "stsb", "../no/such/beir"], "eval.eval_tasks: unknown ['../no/such/beir']"),
     ],
 )
 def test_bad_values_fail_before_any_work(overrides: list[str], message: str, tmp_path: Path, capsys) -> None:
@@ -262,12 +267,21 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
     eval_dir = out / "eval"
     assert (eval_dir / "eval_results.json").is_file() and (eval_dir / "eval_results.md").is_file()
     pngs = sorted(p.name for p in eval_dir.glob("*.png"))
-    assert pngs == ["stsb_heatmap.png", "stsb_score_vs_dim.png"]
+    assert pngs == ["stsb_frontier.png", "stsb_heatmap.png", "stsb_score_vs_dim.png"]
     for png in pngs:
         assert (eval_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((eval_dir / "eval_results.json").read_text())
     scores = results["tasks"]["stsb"]["scores"]
     assert set(scores) == {"L2", "L4", "L6"} and all(len(v) == 7 for v in scores.values())
+    # int8 and binary cells, int8 from the ranges the run calibrated and stored; training pairs left out
+    assert set(results["tasks"]["stsb"]["quantized"]) == {"int8", "binary"}  # rescoring is for retrieval only
+    assert results["calibration"] == {"source": "model"}
+    assert "dropped_as_training" in results["tasks"]["stsb"]["num_examples"]
+    from mipic_hf.evaluation.frontier import target_line
+
+    assert target_line(results, "stsb", 0.99) in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_ranges"] is True
 
     # The export loads unchanged in transformers and sentence-transformers, with the same vectors.
     from huggingface_hub import ModelCard

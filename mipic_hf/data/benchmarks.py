@@ -79,6 +79,10 @@ def load_benchmark(
     keeps the first N rows.
     """
     spec = _spec(name)
+    if spec.task == "retrieval":
+        raise ValueError(
+            f"benchmark {spec.name!r} is a retrieval set: load it with mipic_hf.data.retrieval.load_retrieval"
+        )
     split = normalize_split(split, spec.splits, f"benchmark {spec.name!r}")
     check_max_samples(max_samples)
     root = resolve_root(data_dir)

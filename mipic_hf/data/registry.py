@@ -16,7 +16,7 @@ KIND_COLUMNS: dict[str, list[str]] = {
 }
 # Columns of every row kind a loader returns: the train kinds plus the pair-classification rows of benchmarks.
 ROW_COLUMNS: dict[str, list[str]] = {**KIND_COLUMNS, "pair_labels": ["sentence1", "sentence2", "label"]}
-TASK_TYPES = ("sts", "classification", "pair_classification")
+TASK_TYPES = ("sts", "classification", "pair_classification", "retrieval")
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
 
@@ -41,7 +41,7 @@ class BenchmarkSpec:
 
     name: str
     task: str  # one of TASK_TYPES
-    kind: str  # row kind: scored_pairs (sts), labeled (classification), pair_labels (pair_classification)
+    kind: str  # row kind: scored_pairs (sts), labeled (classification), pair_labels (pair_classification), beir
     splits: tuple[str, ...]
     hub_id: str | None
     hub_config: str | None = None
@@ -80,6 +80,8 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         "scitail", "pair_classification", "pair_labels", SPLITS, "allenai/scitail", "tsv_format", local=False
     ),
     "wic": BenchmarkSpec("wic", "pair_classification", "pair_labels", SPLITS, "aps/super_glue", "wic", local=False),
+    # BEIR layout, read by mipic_hf.data.retrieval (train claims = the dev split); any BEIR folder also works by path
+    "scifact": BenchmarkSpec("scifact", "retrieval", "beir", ("train", "validation", "test"), "mteb/scifact"),
 }
 
 TREC_CLASSES = ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")  # the order of CogComp/trec's coarse_label

@@ -26,6 +26,7 @@ _COMPATIBLE = {
     "scored_pairs": ("scored_pairs", "sentences"),
     "labeled": ("labeled", "sentences"),
     "pair_labels": ("sentences",),
+    "beir": (),  # retrieval sets are for evaluation only
 }
 _PAIRED_TEXT_COLUMNS = ("sentence1", "sentence2", "anchor", "positive", "negative")
 
@@ -354,7 +355,7 @@ def _train_from_benchmark(
     else:
         rows = spec.split_kind(split)
         if kind not in _COMPATIBLE[rows]:
-            allowed = list(_COMPATIBLE[rows]) or "none (use it for evaluation with load_benchmark)"
+            allowed = list(_COMPATIBLE[rows]) or "none (use it for evaluation)"
             raise ValueError(
                 f"benchmark {name!r} split {split!r} has {rows} rows and cannot be train data of kind {kind}; "
                 f"compatible kinds: {allowed}"

@@ -5,6 +5,12 @@ exit's hidden states are pooled (``MatryoshkaModel.encode_layers``; equal to ``m
 each dimension d is then the first d columns, re-normalised, which equals ``model.encode(..., dimension=d,
 layer=l)``. So a grid costs one encoding pass per task.
 
+A precision axis (``precisions=``) scores each (layer, dim) cell again as int8 / uint8 codes or sign bits
+(:mod:`.precision`): int8 ranges come from the model (``config.quantization_ranges``) or from
+``calibration_texts`` (training text), never from evaluation text. Retrieval tasks (BEIR folders, :mod:`.retrieval`)
+search the whole corpus exactly. ``exclude_pairs`` (normalised training pairs, ``mipic_hf.data.overlap``) drops the
+evaluation pairs and queries that are training examples, and the result says how many.
+
 Result structure (JSON-serialisable)::
 
     {
@@ -12,18 +18,23 @@ Result structure (JSON-serialisable)::
       "dims": [8, 16, ...],            # ascending
       "layers": [2, 4, ...],           # ascending
       "max_samples": null | int,
+      "precisions": ["float32", "int8", ...],
+      "calibration": {"source": "model" | "texts", "num_texts": n},   # only with int8 / uint8
       "tasks": {
         "stsb": {
-          "task_type": "sts" | "classification" | "pair_classification",
-          "main_metric": "spearman" | "accuracy" | "ap",
-          "num_examples": {"test": 1379} (+ "train": n for classification),
-          "scores": {"L2": {"D8": {"spearman": 71.2, "pearson": 70.9}, ...}, ...}
+          "task_type": "sts" | "classification" | "pair_classification" | "retrieval",
+          "main_metric": "spearman" | "accuracy" | "ap" | "ndcg@10",
+          "num_examples": {"test": 1379} (+ "train": n for classification, "corpus": n for retrieval,
+                          "dropped_as_training": n with exclude_pairs),
+          "scores": {"L2": {"D8": {"spearman": 71.2, "pearson": 70.9}, ...}, ...},       # float32
+          "quantized": {"int8": {"L2": {"D8": {...}}}, "binary": ...}                   # other precisions
         }
       }
     }
 
 Metric values are percentages: sts -> spearman, pearson; classification -> accuracy, macro_f1;
-pair_classification -> accuracy, f1 (both at their best threshold), ap.
+pair_classification -> accuracy, f1 (both at their best threshold), ap; retrieval -> ndcg@10, recall@100, mrr@10
+("test" counts the queries).
 """
 
 from __future__ import annotations
@@ -34,8 +45,10 @@ from typing import Any
 import numpy as np
 
 from .metrics import MAIN_METRIC, METRIC_FOR_TASK
+from .precision import applies, calibration_ranges, check_precisions, model_ranges, searchable
+from .retrieval import ranking_metrics, search_cell
 
-TASK_TYPES = tuple(METRIC_FOR_TASK)
+TASK_TYPES = (*METRIC_FOR_TASK, "retrieval")
 
 
 def layer_key(layer: int) -> str:
@@ -61,6 +74,17 @@ def get_loader() -> Callable[..., Any]:
     return load_benchmark
 
 
+def spec_of(task: str, benchmarks: Mapping[str, Any]) -> Any:
+    """The registry entry of a task, or a retrieval spec for a BEIR folder named by its path."""
+    if task in benchmarks:
+        return benchmarks[task]
+    from mipic_hf.data.retrieval import is_beir_folder, path_spec
+
+    if is_beir_folder(task):
+        return path_spec(task)
+    raise KeyError(task)
+
+
 def task_type_of(spec: Any) -> str:
     """The task type of a BENCHMARKS entry (an object with ``.task`` or a mapping with ``"task"``)."""
     task = spec.get("task") if isinstance(spec, Mapping) else getattr(spec, "task", None)
@@ -77,9 +101,14 @@ def check_tasks(tasks: Iterable[str] | str, benchmarks: Mapping[str, Any] | None
     if not tasks:
         raise ValueError("tasks must name at least one benchmark")
     benchmarks = get_benchmarks() if benchmarks is None else benchmarks
-    unknown = [t for t in tasks if t not in benchmarks]
+    from mipic_hf.data.retrieval import is_beir_folder
+
+    unknown = [t for t in tasks if t not in benchmarks and not is_beir_folder(t)]
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(sorted(benchmarks))}")
+        raise ValueError(
+            f"unknown task(s) {', '.join(unknown)}; known tasks: {', '.join(sorted(benchmarks))}, or the path of a "
+            "BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+        )
     return list(dict.fromkeys(tasks))
 
 
@@ -126,10 +155,21 @@ def _unique(texts: Iterable[str]) -> tuple[list[str], dict[str, int]]:
 
 
 class _TaskData:
-    """The columns of one task, its distinct texts, and the row index of each column's texts in them."""
+    """The columns of one task, its distinct texts, and the row index of each column's texts in them.
+
+    Retrieval tasks keep every document and query as given (no de-duplication): the corpus is rows
+    ``0 .. corpus-1`` of ``texts`` and the queries follow, so the corpus is a view, never a copy.
+    """
 
     def __init__(self, name: str, task_type: str, test: Any, train: Any = None) -> None:
         self.name, self.task_type = name, task_type
+        if task_type == "retrieval":
+            self.retrieval = test
+            self.texts = [*test.corpus, *test.queries]
+            self.num_examples = {"test": len(test.queries), "corpus": len(test.corpus)}
+            if not test.queries or not test.corpus:
+                raise ValueError(f"retrieval task {name!r} has no queries or no documents")
+            return
         if task_type == "classification":
             if train is None:
                 raise ValueError(f"classification task {name!r} needs a train split for the probe")
@@ -150,7 +190,7 @@ class _TaskData:
         self.index = {key: np.asarray([position[t] for t in column], dtype=np.int64) for key, column in columns.items()}
 
     def score(self, embeddings: np.ndarray, metric: Any) -> dict[str, float]:
-        """Scores of (already cut and normalised) embeddings of ``self.texts``."""
+        """Scores of (already cut and normalised) embeddings of ``self.texts`` (not for retrieval tasks)."""
         if self.task_type == "classification":
             from sklearn.linear_model import LogisticRegression
 
@@ -161,6 +201,44 @@ class _TaskData:
             a, b = embeddings[self.index["sentence1"]], embeddings[self.index["sentence2"]]
             predictions = np.sum(a * b, axis=1)
         return {k: float(v) for k, v in metric.compute(predictions=predictions, references=self.references).items()}
+
+    def score_cell(
+        self, full: np.ndarray, dim: int, precision: str, ranges: Any, normalize: bool, metric: Any
+    ) -> dict[str, float]:
+        """Scores of one (dim, precision) cell from the full-width vectors of ``self.texts`` at one layer."""
+        if self.task_type == "retrieval":
+            data, corpus = self.retrieval, len(self.retrieval.corpus)
+            rows = search_cell(full[corpus:], full[:corpus], dim, precision, ranges, normalize)
+            ranked = [[data.corpus_ids[r] for r in row] for row in rows]
+            return ranking_metrics(ranked, data.qrels, data.query_ids)
+        from .precision import budget_view
+
+        return self.score(searchable(budget_view(full, dim, normalize), precision, ranges), metric)
+
+
+def drop_training_examples(task_type: str, data: Any, exclude: set[tuple[str, str]]) -> tuple[Any, int]:
+    """``data`` without its examples whose normalised text pair is in ``exclude`` (pairs for STS and pair
+    classification; for retrieval, a query with any of its relevant documents); and how many were dropped.
+    Classification rows are single texts and are kept."""
+    from mipic_hf.data.overlap import pair_key
+
+    if task_type in ("sts", "pair_classification"):
+        keep = [
+            i
+            for i, (a, b) in enumerate(zip(data["sentence1"], data["sentence2"], strict=True))
+            if pair_key(a, b) not in exclude
+        ]
+        return (data if len(keep) == len(data) else data.select(keep)), len(data) - len(keep)
+    if task_type == "retrieval":
+        text = dict(zip(data.corpus_ids, data.corpus, strict=True))
+
+        def seen(query: str, words: str) -> bool:
+            relevant = [doc for doc, gain in data.qrels[query].items() if gain > 0 and doc in text]
+            return any(pair_key(words, text[doc]) in exclude for doc in relevant)
+
+        drop = {q for q, words in zip(data.query_ids, data.queries, strict=True) if seen(q, words)}
+        return data.without_queries(drop), len(drop)
+    return data, 0
 
 
 def _encode_at_layers(
@@ -193,27 +271,41 @@ def evaluate_grid(
     model_name: str | None = None,
     sample_seed: int = 0,
     split: str = "test",
+    precisions: list[str] | str | None = None,
+    calibration_texts: list[str] | None = None,
+    exclude_pairs: set[tuple[str, str]] | None = None,
+    encode_fn: Callable[[list[str], list[int]], Mapping[int, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on every task at every (exit layer, dimension) of the grid.
+    """Score ``model`` on every task at every (exit layer, dimension[, precision]) of the grid.
 
     Args:
         model: a MatryoshkaModel (or any model with ``encode(texts, tokenizer, dimension=, layer=)``,
             ``hidden_size``, ``num_layers`` and ``config.matryoshka_dimensions`` / ``matryoshka_layers``).
         tokenizer: the model's tokenizer.
-        tasks: BENCHMARKS names (a list, or one comma-separated string).
+        tasks: BENCHMARKS names or BEIR folder paths (a list, or one comma-separated string).
         dims: embedding widths (default ``config.matryoshka_dimensions``), each in 1..hidden size.
         layers: exit layers (default ``config.matryoshka_layers``), each in 1..num_hidden_layers.
         batch_size: texts per forward pass.
-        max_samples: cap on the rows of each split used (test, and train for classification probes): a
-            random subset (``sample_seed``), the same for every layer and dim; None: every row.
-        data_dir: passed to ``load_benchmark``.
+        max_samples: cap on the rows of each split used (test, and train for classification probes; the queries
+            of a retrieval task, whose corpus stays whole): a random subset (``sample_seed``), the same for every
+            layer and dim; None: every row.
+        data_dir: passed to the loaders.
         show_progress_bar: a tqdm bar over (task, layer).
         benchmarks, load_fn: the registry and loader (default ``mipic_hf.data.BENCHMARKS`` /
-            ``load_benchmark``); injectable for tests and custom tasks.
+            ``load_benchmark``, and ``mipic_hf.data.retrieval.load_retrieval`` for retrieval tasks); injectable
+            for tests and custom tasks (a custom ``load_fn`` loads every task).
         max_length: truncation length passed to ``encode``.
         model_name: the ``"model"`` field of the result (default ``config.name_or_path`` or the class name).
         sample_seed: seed of the ``max_samples`` subsets.
         split: the split scored ("test"; "validation" to choose settings without touching the test sets).
+        precisions: the storage precisions scored (:data:`~mipic_hf.evaluation.precision.GRID_PRECISIONS`;
+            default float32 only). int8 / uint8 need ranges: the model's, else ``calibration_texts``'.
+        calibration_texts: training texts the int8 / uint8 ranges are computed from when the model holds none
+            for the grid's budgets (never evaluation text).
+        exclude_pairs: normalised training pairs (``mipic_hf.data.overlap.training_pairs``); evaluation examples
+            among them are dropped and counted.
+        encode_fn: ``encode_fn(texts, layers) -> {layer: (N, hidden) array}``, the full-width vectors
+            ``model.encode_layers`` would give (default: that); e.g. a cache shared by several grids.
 
     Returns:
         The result dict documented in this module's docstring: one entry per (layer, dim) per task.
@@ -223,14 +315,21 @@ def evaluate_grid(
     dims, layers = check_grid(model, dims, layers)
     benchmarks = get_benchmarks() if benchmarks is None else benchmarks
     tasks = check_tasks(tasks, benchmarks)
-    task_types = {t: task_type_of(benchmarks[t]) for t in tasks}
+    task_types = {t: task_type_of(spec_of(t, benchmarks)) for t in tasks}
+    precisions = check_precisions(precisions)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_samples is not None and (
         isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     ):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
-    load_fn = get_loader() if load_fn is None else load_fn
+    calibrated = [p for p in precisions if p in ("int8", "uint8")]
+    ranges = model_ranges(model, layers, dims) if calibrated else None
+    if calibrated and ranges is None and not calibration_texts:
+        raise ValueError(
+            f"precisions {', '.join(calibrated)} need int8 ranges: the model holds none for every (layer, dim) of "
+            "the grid, so pass calibration_texts (training text, never evaluation text)"
+        )
 
     name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
     results: dict[str, Any] = {
@@ -239,43 +338,118 @@ def evaluate_grid(
         "layers": layers,
         "max_samples": max_samples,
         "split": split,
+        "precisions": precisions,
         "tasks": {},
     }
+    if encode_fn is None:
+
+        def encode_fn(texts: list[str], layers: list[int]) -> Mapping[int, Any]:
+            return _encode_at_layers(model, tokenizer, texts, layers, batch_size, max_length)
+
+    if calibrated:
+        if ranges is None:
+            full = {k: np.asarray(v, dtype=np.float32) for k, v in encode_fn(list(calibration_texts), layers).items()}
+            ranges = calibration_ranges(full, dims, _normalizes(model))
+            results["calibration"] = {"source": "texts", "num_texts": len(calibration_texts)}
+        else:
+            results["calibration"] = {"source": "model"}
     bar = tqdm(total=len(tasks) * len(layers), desc="Matryoshka eval", disable=not show_progress_bar)
     try:
         for task in tasks:
-            task_type = task_types[task]
-            test = sample_rows(load_fn(task, split=split, data_dir=data_dir), max_samples, sample_seed)
-            train = None
-            if task_type == "classification":
-                train = sample_rows(load_fn(task, split="train", data_dir=data_dir), max_samples, sample_seed)
-            data = _TaskData(task, task_type, test, train)
-            metric = METRIC_FOR_TASK[task_type]()
-            scores: dict[str, dict[str, dict[str, float]]] = {}
             bar.set_postfix_str(task)
-            for layer, full in _encode_at_layers(model, tokenizer, data.texts, layers, batch_size, max_length).items():
-                full = np.asarray(full, dtype=np.float32)
-                scores[layer_key(layer)] = {dim_key(d): data.score(_normalize(full[:, :d]), metric) for d in dims}
-                bar.update(1)
-            results["tasks"][task] = {
-                "task_type": task_type,
-                "main_metric": MAIN_METRIC[task_type],
-                "num_examples": data.num_examples,
-                "scores": scores,
-            }
+            data = _load_task(task, task_types[task], load_fn, split, data_dir, max_samples, sample_seed, exclude_pairs)
+            results["tasks"][task] = _score_task(
+                data, encode_fn, dims, layers, precisions, ranges, _normalizes(model), bar
+            )
     finally:
         bar.close()
     return results
 
 
+def _normalizes(model: Any) -> bool:
+    return bool(getattr(model.config, "normalize", True))
+
+
+def _load_task(
+    task: str,
+    task_type: str,
+    load_fn: Callable[..., Any] | None,
+    split: str,
+    data_dir: str | None,
+    max_samples: int | None,
+    sample_seed: int,
+    exclude_pairs: set[tuple[str, str]] | None,
+) -> _TaskData:
+    """One task's rows: loaded, without training examples (when ``exclude_pairs``), sampled."""
+    if load_fn is None:
+        if task_type == "retrieval":
+            from mipic_hf.data.retrieval import load_retrieval as load_fn
+        else:
+            load_fn = get_loader()
+    test = load_fn(task, split=split, data_dir=data_dir)
+    dropped = None
+    if exclude_pairs is not None:
+        test, dropped = drop_training_examples(task_type, test, exclude_pairs)
+    if task_type == "retrieval":
+        if max_samples is not None and len(test.query_ids) > max_samples:
+            rows = np.sort(np.random.default_rng(sample_seed).choice(len(test.query_ids), max_samples, replace=False))
+            test = test.subset(rows.tolist())
+    else:
+        test = sample_rows(test, max_samples, sample_seed)
+    train = None
+    if task_type == "classification":
+        train = sample_rows(load_fn(task, split="train", data_dir=data_dir), max_samples, sample_seed)
+    data = _TaskData(task, task_type, test, train)
+    if dropped is not None:
+        data.num_examples["dropped_as_training"] = dropped
+    return data
+
+
+def _score_task(
+    data: _TaskData,
+    encode_fn: Callable[[list[str], list[int]], Mapping[int, Any]],
+    dims: list[int],
+    layers: list[int],
+    precisions: list[str],
+    ranges: dict[tuple[int, int], Any] | None,
+    normalize: bool,
+    bar: Any,
+) -> dict[str, Any]:
+    """Every (layer, dim, precision) cell of one task, from one encoding pass."""
+    metric = None if data.task_type == "retrieval" else METRIC_FOR_TASK[data.task_type]()
+    scores: dict[str, dict[str, Any]] = {p: {} for p in precisions if applies(p, data.task_type)}
+    for layer, full in encode_fn(data.texts, layers).items():
+        full = np.asarray(full, dtype=np.float32)
+        for precision, table in scores.items():
+            table[layer_key(layer)] = {
+                dim_key(d): data.score_cell(
+                    full, d, precision, None if ranges is None else ranges.get((layer, d)), normalize, metric
+                )
+                for d in dims
+            }
+        bar.update(1)
+    entry = {
+        "task_type": data.task_type,
+        "main_metric": MAIN_METRIC[data.task_type],
+        "num_examples": data.num_examples,
+        "scores": scores.pop("float32"),
+    }
+    if scores:
+        entry["quantized"] = scores
+    return entry
+
+
 # ----- reading results -----------------------------------------------------------------------------
-def main_score(results: Mapping[str, Any], task: str, layer: int, dim: int) -> float:
-    """The main metric of ``task`` at exit ``layer`` and width ``dim``."""
+def main_score(results: Mapping[str, Any], task: str, layer: int, dim: int, precision: str = "float32") -> float:
+    """The main metric of ``task`` at exit ``layer``, width ``dim`` and storage ``precision``."""
     entry = results["tasks"][task]
     try:
-        return float(entry["scores"][layer_key(layer)][dim_key(dim)][entry["main_metric"]])
+        table = entry["scores"] if precision == "float32" else entry["quantized"][precision]
+        return float(table[layer_key(layer)][dim_key(dim)][entry["main_metric"]])
     except KeyError:
-        raise KeyError(f"no score for task {task!r} at layer {layer}, dim {dim} in these results") from None
+        raise KeyError(
+            f"no score for task {task!r} at layer {layer}, dim {dim}, precision {precision} in these results"
+        ) from None
 
 
 def average_main_score(results: Mapping[str, Any], layer: int | None = None, dim: int | None = None) -> float:

@@ -182,4 +182,9 @@ METRIC_FOR_TASK: dict[str, type[_LocalMetric]] = {
     "classification": ClassificationScores,
     "pair_classification": PairClassificationScores,
 }
-MAIN_METRIC: dict[str, str] = {"sts": "spearman", "classification": "accuracy", "pair_classification": "ap"}
+MAIN_METRIC: dict[str, str] = {
+    "sts": "spearman",
+    "classification": "accuracy",
+    "pair_classification": "ap",
+    "retrieval": "ndcg@10",  # scored by mipic_hf.evaluation.retrieval, not an evaluate.Metric
+}

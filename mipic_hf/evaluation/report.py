@@ -32,19 +32,30 @@ def _grid_header(dims: list[int]) -> list[str]:
     return ["layer", *(f"d={d}" for d in dims)]
 
 
-def task_table(results: Mapping[str, Any], task: str) -> str:
-    """Markdown table of one task's main metric: rows = exit layers, columns = dimensions; with
-    ``results["base"]`` (the starting checkpoint's grid) a "base" row under each layer."""
+def task_precisions(results: Mapping[str, Any], task: str) -> list[str]:
+    """The precisions ``task`` was scored at, float32 first."""
+    return ["float32", *results["tasks"][task].get("quantized", {})]
+
+
+def _has(results: Mapping[str, Any] | None, task: str, precision: str) -> bool:
+    return results is not None and task in results["tasks"] and precision in task_precisions(results, task)
+
+
+def task_table(results: Mapping[str, Any], task: str, precision: str = "float32") -> str:
+    """Markdown table of one task's main metric at one storage precision: rows = exit layers, columns =
+    dimensions; with ``results["base"]`` (the starting checkpoint's grid) a "base" row under each layer."""
     entry = results["tasks"][task]
     dims, layers = results["dims"], results["layers"]
     base = results.get("base")
-    base = base if base is not None and task in base["tasks"] else None
+    base = base if _has(base, task, precision) else None
     rows = []
     for layer in layers:
-        rows.append([f"L{layer}", *(_fmt(main_score(results, task, layer, d)) for d in dims)])
+        rows.append([f"L{layer}", *(_fmt(main_score(results, task, layer, d, precision)) for d in dims)])
         if base is not None:
-            rows.append([f"L{layer} base", *(_fmt(main_score(base, task, layer, d)) for d in dims)])
-    lines = [f"### {task} ({entry['task_type']}, {entry['main_metric']})", "", markdown(_grid_header(dims), rows)]
+            rows.append([f"L{layer} base", *(_fmt(main_score(base, task, layer, d, precision)) for d in dims)])
+    where = "" if precision == "float32" else f", stored as {precision}"
+    title = f"### {task} ({entry['task_type']}, {entry['main_metric']}{where})"
+    lines = [title, "", markdown(_grid_header(dims), rows)]
     if base is not None:
         lines += ["", f"base: the starting checkpoint ({base.get('model', 'before training')}), scored the same way."]
     return "\n".join(lines)
@@ -52,8 +63,12 @@ def task_table(results: Mapping[str, Any], task: str) -> str:
 
 def markdown_table(results: Mapping[str, Any]) -> str:
     """One markdown table per task (main metric, rows = layers, columns = dims) plus the grid averages."""
+    from .frontier import frontier_table
+
     parts = [f"## Matryoshka evaluation: {results.get('model', '')}"]
-    parts += [task_table(results, task) for task in results["tasks"]]
+    for task in results["tasks"]:
+        parts += [task_table(results, task, precision) for precision in task_precisions(results, task)]
+        parts.append(frontier_table(results, task))
     if results["tasks"]:
         dims, layers = results["dims"], results["layers"]
         rows = [[f"L{layer}", *(_fmt(average_main_score(results, layer, d)) for d in dims)] for layer in layers]
@@ -62,9 +77,13 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def summary_lines(results: Mapping[str, Any]) -> list[str]:
+def summary_lines(results: Mapping[str, Any], target: float | None = None) -> list[str]:
     """One console line per dimension: each task's best main score over the exit layers (and that layer), and,
-    when ``results["base"]`` holds the starting checkpoint's grid, its score at the same budget."""
+    when ``results["base"]`` holds the starting checkpoint's grid, its score at the same budget; then, with
+    ``target``, one line per task naming the smallest budget within ``1 - target`` of the full model
+    (:func:`~mipic_hf.evaluation.frontier.target_line`)."""
+    from .frontier import target_line
+
     lines = []
     tasks = list(results["tasks"])
     base = results.get("base")
@@ -82,10 +101,12 @@ def summary_lines(results: Mapping[str, Any]) -> list[str]:
                 cell += f"; base {_fmt(before)}, {v - before:+.2f}"
             cells.append(cell + ")")
         lines.append(f"d={d}: best avg {_fmt(mean)} | {' | '.join(cells)}" if cells else f"d={d}: no tasks")
+    if target is not None:
+        lines += [target_line(results, task, target) for task in tasks]
     return lines
 
 
-def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+def figure(size: tuple[float, float]) -> tuple[Any, Any]:
     """A Figure drawn by the Agg canvas, outside pyplot: no global backend switch, nothing to close."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -99,7 +120,7 @@ def plot_score_vs_dim(results: Mapping[str, Any], task: str, path: str | Path) -
     """Main metric vs dimension (log2 x axis), one line per exit layer."""
     entry = results["tasks"][task]
     dims, layers = results["dims"], results["layers"]
-    fig, ax = _figure((6.4, 4.2))
+    fig, ax = figure((6.4, 4.2))
     for layer in layers:
         ax.plot(dims, [main_score(results, task, layer, d) for d in dims], marker="o", label=f"layer {layer}")
     ax.set_xscale("log", base=2)
@@ -122,7 +143,7 @@ def plot_heatmap(results: Mapping[str, Any], task: str, path: str | Path) -> Pat
     entry = results["tasks"][task]
     dims, layers = results["dims"], results["layers"]
     values = np.array([[main_score(results, task, lay, d) for d in dims] for lay in layers], dtype=float)
-    fig, ax = _figure((max(4.0, 0.8 * len(dims) + 2), max(3.0, 0.5 * len(layers) + 1.5)))
+    fig, ax = figure((max(4.0, 0.8 * len(dims) + 2), max(3.0, 0.5 * len(layers) + 1.5)))
     image = ax.imshow(values, cmap="viridis", aspect="auto", origin="lower")
     ax.set_xticks(range(len(dims)), [str(d) for d in dims])
     ax.set_yticks(range(len(layers)), [str(lay) for lay in layers])
@@ -151,9 +172,12 @@ def plot_heatmap(results: Mapping[str, Any], task: str, path: str | Path) -> Pat
 def write_outputs(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``eval_results.json``, ``eval_results.md`` and two PNGs per task into ``out_dir``.
 
-    Returns the written paths: ``"json"``, ``"markdown"``, and ``"<task>_score_vs_dim"`` /
-    ``"<task>_heatmap"`` for each task (file names: the task name with unsafe characters replaced by ``_``).
+    Returns the written paths: ``"json"``, ``"markdown"``, and ``"<task>_score_vs_dim"``, ``"<task>_heatmap"``
+    and ``"<task>_frontier"`` (score per byte) for each task (file names: the task name with unsafe characters
+    replaced by ``_``).
     """
+    from .frontier import plot_frontier
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -165,4 +189,5 @@ def write_outputs(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, 
         stem = safe_name(task)
         paths[f"{task}_score_vs_dim"] = plot_score_vs_dim(results, task, out / f"{stem}_score_vs_dim.png")
         paths[f"{task}_heatmap"] = plot_heatmap(results, task, out / f"{stem}_heatmap.png")
+        paths[f"{task}_frontier"] = plot_frontier(results, task, out / f"{stem}_frontier.png")
     return paths

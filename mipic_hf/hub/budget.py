@@ -1,5 +1,6 @@
 """A serving budget, (exit layer, dimension): its ``LAYER:DIM`` form, the names of the files and folders written for
-it, and the rule that it must be one the model was trained at. The ONNX graphs and the standard folders share it."""
+it, the rule that it must be one the model was trained at, and its int8 ranges as the folders store them. The ONNX
+graphs and the standard folders share it."""
 
 from __future__ import annotations
 
@@ -58,3 +59,17 @@ def resolve_budgets(requested: list[Budget], config: Any) -> list[Budget]:
     dims, layers = [int(d) for d in config.matryoshka_dimensions], [int(x) for x in config.matryoshka_layers]
     check_trained(budgets, dims, layers, int(config.text_config.num_hidden_layers))
     return budgets
+
+
+RANGES_FILE = "quantization_ranges.json"  # a standard folder's int8 / uint8 ranges (ONNX: inline in budgets.json)
+
+
+def ranges_record(model: Any, budget: Budget) -> dict[str, Any] | None:
+    """The int8 / uint8 ranges the model stores for ``budget``, as JSON: ``{"precisions": ["int8", "uint8"],
+    "ranges": [[min per coordinate], [max per coordinate]]}`` (float32 values, written exactly); None when the
+    model holds none. ``quantize_embeddings(embeddings, "int8", ranges=np.array(record["ranges"]))``
+    (sentence-transformers) or ``encode(..., precision="int8")`` give the same codes."""
+    if getattr(model, "quantization", None) is None:
+        return None
+    values = model.quantization.get(budget.layer, budget.dimension).detach().cpu().float()
+    return {"precisions": ["int8", "uint8"], "ranges": [[float(v) for v in row] for row in values.tolist()]}

@@ -14,8 +14,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data import BENCHMARKS
+from ..evaluation.frontier import frontier_table, target_line
 from ..evaluation.grid import main_score
-from ..evaluation.report import markdown, safe_name, task_table
+from ..evaluation.report import markdown, safe_name, task_precisions, task_table
 from .folders import ONNX_INDEX_NAME as ONNX_INDEX
 from .folders import ONNX_SUBFOLDER, PACKAGE_DIR
 from .ids import is_hub_id
@@ -165,16 +166,31 @@ def evaluation_parts(folder: Path, default_layer: int) -> tuple[list[EvalResult]
     if not results or not results.get("tasks"):
         return None, "", [], ""
     layer = card_layer(results, default_layer)
-    tables = "\n\n".join(task_table(results, task) for task in results["tasks"])
+    parts = []
+    for task in results["tasks"]:
+        parts += [task_table(results, task, precision) for precision in task_precisions(results, task)]
+        parts += [frontier_table(results, task), target_line(results, task)]
+    tables = "\n\n".join(parts)
     split = results.get("split")
     sizes = ", ".join(f"{task} {entry['num_examples'].get(split, '?')}" for task, entry in results["tasks"].items())
+    counts = {task: entry["num_examples"] for task, entry in results["tasks"].items()}
+    dropped = {task: n["dropped_as_training"] for task, n in counts.items() if "dropped_as_training" in n}
     summary = (
         f"Main metric x100 on the {split} split ({sizes} examples) at every evaluated (exit layer, "
-        f"dimension); the `model-index` above reports layer {layer}."
+        f"dimension{', storage precision' if results.get('precisions', ['float32']) != ['float32'] else ''}); "
+        f"the `model-index` above reports layer {layer}, float32."
     )
+    if dropped:
+        summary += " Evaluation examples that are training pairs of this run were left out (" + ", ".join(
+            f"{task} {n}" for task, n in dropped.items()
+        ) + ")."
     plots = []
     for task in results["tasks"]:
-        for kind, title in (("score_vs_dim", "score vs dimension"), ("heatmap", "layer x dimension")):
+        for kind, title in (
+            ("score_vs_dim", "score vs dimension"),
+            ("heatmap", "layer x dimension"),
+            ("frontier", "quality per byte"),
+        ):
             path = f"eval/{safe_name(task)}_{kind}.png"
             if (folder / path).is_file():
                 plots.append({"title": f"{task}: {title}", "path": path})
@@ -263,6 +279,7 @@ def render_card(
         repo_id=load_from,
         serve_name=repo_id or "<org>/<name>",
         rotation=bool(config.get("output_rotation")),
+        int8=bool(config.get("quantization_ranges")),
         **model_values(config),
         **training_values(training),
         eval_summary=summary,

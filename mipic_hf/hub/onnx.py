@@ -3,7 +3,9 @@ pooling, the cut to the first ``dimension`` coordinates and (when ``config.norma
 Inputs ``input_ids`` and ``attention_mask`` (int64, dynamic batch and sequence axes), output ``embeddings``
 (float32, batch x dimension). Several budgets in one call (``--dimension 64 384 --layer 4 6`` is every pair, or
 ``--budgets 6:384 4:64 2:32``) write one file each, ``model_L{layer}_D{dim}.onnx`` (+ ``..._int8.onnx`` with
-``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights), and ``budgets.json`` indexing them.
+``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights), and ``budgets.json`` indexing them
+(each float32 graph's entry carries ``output_ranges``, the model's calibrated int8 ranges of that budget's output
+embeddings, or null).
 The folder also holds the tokenizer and a README.md with an onnxruntime snippet. Written into ``MODEL_DIR/onnx``,
 the model card of MODEL_DIR (an export folder) gains the same section.
 
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .budget import Budget, resolve_budgets
+from .budget import Budget, ranges_record, resolve_budgets
 from .card import onnx_section
 from .folders import ONNX_INDEX_NAME as INDEX_NAME
 from .folders import (
@@ -239,7 +241,7 @@ def export_budget(model: Any, tokenizer: Any, budget: Budget, sample: dict, fold
     if not diff <= FP32_TOLERANCE:
         raise ExportError(f"{path.name} differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); not written")
     entry = {"layer": budget.layer, "dimension": budget.dimension, "quantization": None, "file": path.name}
-    return {**entry, "size_mb": _file_mb(path), "max_abs_diff": diff}
+    return {**entry, "size_mb": _file_mb(path), "max_abs_diff": diff, "output_ranges": ranges_record(model, budget)}
 
 
 def quantize_budget(entry: dict, sample: dict, folder: Path) -> dict:

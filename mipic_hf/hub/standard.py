@@ -14,6 +14,8 @@ What a folder holds, for the budget (L, D):
 - the sentence-transformers modules, all stock: Transformer -> Pooling -> Dense -> Normalize. The Dense layer
   (identity activation) holds the first D rows of the output rotation (with its centring as the bias), or of
   the identity when the model has no rotation; it is left out when there is neither a rotation nor a cut;
+- ``quantization_ranges.json`` when the model holds calibrated int8 ranges: the budget's per-coordinate (min, max)
+  for ``quantize_embeddings(..., "int8", ranges=...)``;
 - ``README.md``: a short card with the serving commands.
 
 So ``SentenceTransformer(folder)`` computes ``MatryoshkaModel.encode(texts, dimension=D, layer=L)`` (tested, as
@@ -29,7 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .budget import Budget, resolve_budgets
+from .budget import RANGES_FILE, Budget, ranges_record, resolve_budgets
 from .export import (
     dense_weights,
     has_merged_weights,
@@ -105,6 +107,7 @@ def backbone_config(model: Any, budget: Budget) -> Any:
             "rotation": model.output_rotation is not None,
             "cut": budget.dimension < model.hidden_size,
             "normalize": bool(model.config.normalize),
+            "int8_ranges": RANGES_FILE if model.quantization is not None else None,
         },
     )
     return config
@@ -153,6 +156,9 @@ def _write_budget(
         model.config, tokenizer.model_max_length, dense_out=budget.dimension if dense is not None else None
     )
     write_sentence_transformers_files(folder, files, dense)
+    record = ranges_record(model, budget)
+    if record is not None:
+        (folder / RANGES_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
     render_standard_card(folder, repo_id).save(folder / "README.md")
 
 

@@ -54,6 +54,14 @@ class ModelArguments:
     rotation_max_texts: int = field(
         default=20000, metadata={"help": "Distinct training texts the rotation is fitted on (a seeded sample above)."}
     )
+    calibration_max_texts: int = field(
+        default=2000,
+        metadata={
+            "help": "Distinct training texts (a seeded sample; never evaluation text) the int8/uint8 ranges of every "
+            "trained budget are calibrated on after training, stored with the model and used by encode(precision=), "
+            "the evaluation, the export, standard and ONNX folders; 0 = none (int8 cells then need none either)."
+        },
+    )
     model_type: str | None = field(
         default=None,
         metadata={
@@ -149,6 +157,24 @@ class EvalArguments:
     )
     eval_during_training: bool = field(
         default=False, metadata={"help": "Also run the grid at every evaluation step (eval_strategy/eval_steps)."}
+    )
+    eval_precisions: list[str] = field(
+        default_factory=lambda: ["float32", "int8", "binary", "binary_rescore"],
+        metadata={
+            "help": "Storage precisions scored at every (layer, dim): float32, int8, uint8, binary, ubinary, "
+            "binary_rescore (retrieval: bits searched, top 4k re-ranked with the float query)."
+        },
+    )
+    eval_target: float = field(
+        default=0.99,
+        metadata={"help": "The summary names the smallest budget scoring at least this share of the full model."},
+    )
+    eval_decontaminate: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop evaluation pairs (and retrieval queries) whose normalised text pair is a training pair of "
+            "the run, for the trained model and the base alike; the results say how many."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -168,6 +168,11 @@ def check_model_switches(model_args: ModelArguments) -> None:
         )
     if model_args.rotation_max_texts < 2:
         raise RecipeError(f"model.rotation_max_texts must be an integer >= 2, got {model_args.rotation_max_texts}")
+    if model_args.calibration_max_texts == 1 or model_args.calibration_max_texts < 0:
+        raise RecipeError(
+            f"model.calibration_max_texts must be 0 (no int8 ranges) or an integer >= 2, "
+            f"got {model_args.calibration_max_texts}"
+        )
     if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
@@ -189,13 +194,29 @@ def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
         )
 
 
-def check_eval(eval_args: EvalArguments, hidden: int, num_layers: int) -> None:
-    """Known tasks; dims and layers inside the backbone."""
+def check_eval(eval_args: EvalArguments, hidden: int, num_layers: int, calibration_max_texts: int = 2000) -> None:
+    """Known tasks (or BEIR folders); dims and layers inside the backbone; precisions, target."""
     from ..data import BENCHMARKS
+    from ..data.retrieval import is_beir_folder
+    from ..evaluation.precision import GRID_PRECISIONS
 
-    unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS]
+    unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS and not is_beir_folder(t)]
     if unknown:
-        raise RecipeError(f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}")
+        raise RecipeError(
+            f"eval.eval_tasks: unknown {unknown}; known: {', '.join(sorted(BENCHMARKS))}, or a BEIR folder's path"
+        )
+    bad = [p for p in eval_args.eval_precisions if p not in GRID_PRECISIONS]
+    if bad or not eval_args.eval_precisions:
+        raise RecipeError(
+            f"eval.eval_precisions must be among {', '.join(GRID_PRECISIONS)}, got {eval_args.eval_precisions}"
+        )
+    if calibration_max_texts == 0 and {"int8", "uint8"} & set(eval_args.eval_precisions):
+        raise RecipeError(
+            "eval.eval_precisions int8/uint8 need calibrated ranges: set model.calibration_max_texts >= 2 or drop them"
+        )
+    target = eval_args.eval_target
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise RecipeError(f"eval.eval_target must be a number in (0, 1], got {target!r}")
     bad = [d for d in eval_args.eval_dims or [] if not 1 <= d <= hidden]
     if bad:
         raise RecipeError(f"eval.eval_dims must lie in 1..{hidden}, got {bad}")

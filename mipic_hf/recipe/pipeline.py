@@ -26,6 +26,32 @@ def rotation_fit_texts(plan: Plan) -> list[str] | None:
     return training_texts(data, columns, plan.model_args.rotation_max_texts, plan.training_args.seed)
 
 
+def calibration_texts(plan: Plan) -> list[str] | None:
+    """The texts int8 ranges are calibrated on: a seeded sample of ``model.calibration_max_texts`` distinct
+    training texts; never evaluation text. None when calibration is off."""
+    from ..training.collator import split_columns
+    from ..training.rotation import training_texts
+
+    limit = plan.model_args.calibration_max_texts
+    if not limit:
+        return None
+    data = plan.train_dataset
+    columns, _ = split_columns(data.column_names, data[0])
+    return training_texts(data, columns, limit, plan.training_args.seed)
+
+
+def excluded_pairs(plan: Plan) -> set[tuple[str, str]] | None:
+    """The run's normalised training pairs, which the evaluation drops (``eval.eval_decontaminate``)."""
+    from ..data.overlap import training_pairs
+    from ..training.collator import split_columns
+
+    if not plan.eval_args.eval_decontaminate:
+        return None
+    data = plan.train_dataset
+    columns, _ = split_columns(data.column_names, data[0])
+    return training_pairs(data, columns)
+
+
 def load_model(plan: Plan) -> tuple[Any, Any]:
     """The MatryoshkaModel around the backbone (dtype and revision from the recipe) and its tokenizer."""
     import torch
@@ -62,8 +88,11 @@ def eval_budgets(plan: Plan) -> tuple[list[int], list[int]]:
     return dims, layers
 
 
-def score(plan: Plan, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """The evaluation grid of ``model`` on the recipe's tasks."""
+def score(
+    plan: Plan, model: Any, tokenizer: Any, texts: list[str] | None, exclude: set[tuple[str, str]] | None
+) -> dict[str, Any]:
+    """The evaluation grid of ``model`` on the recipe's tasks, precisions and clean splits (int8 ranges: the
+    model's when it holds them, else calibrated on ``texts``)."""
     from ..evaluation.grid import evaluate_grid
 
     e = plan.eval_args
@@ -77,6 +106,9 @@ def score(plan: Plan, model: Any, tokenizer: Any) -> dict[str, Any]:
         batch_size=e.eval_batch_size,
         max_samples=e.eval_max_samples,
         split=e.eval_split,
+        precisions=e.eval_precisions,
+        calibration_texts=texts,
+        exclude_pairs=exclude,
     )
 
 
@@ -158,6 +190,11 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
         merge_lora(model)
     if plan.model_args.output_rotation == "after":
         fit_output_rotation(model, tokenizer, rotation_texts)
+    texts = calibration_texts(plan)
+    if texts and not plan.export_args.adapter_only:  # an adapter-only export cannot carry the ranges
+        from ..training.calibration import fit_quantization_ranges
+
+        fit_quantization_ranges(model, tokenizer, texts)
     return trainer
 
 
@@ -179,14 +216,14 @@ def evaluate(plan: Plan, model: Any, tokenizer: Any, base_results: dict[str, Any
     entries."""
     from ..evaluation.report import summary_lines, write_outputs
 
-    results = score(plan, model, tokenizer)
+    results = score(plan, model, tokenizer, calibration_texts(plan), excluded_pairs(plan))
     if base_results is not None:
         results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
     outputs = write_outputs(results, out / "eval")
     return {
         "outputs": {k: str(v) for k, v in outputs.items()},
         "results": results,
-        "summary_lines": summary_lines(results),
+        "summary_lines": summary_lines(results, plan.eval_args.eval_target),
     }
 
 
@@ -225,7 +262,9 @@ def execute(plan: Plan) -> dict[str, Any]:
     model, tokenizer = load_model(plan)
     evaluating = bool(plan.eval_args.eval_tasks)
     # the starting checkpoint, scored once (before any rotation or training)
-    base_results = score(plan, model, tokenizer) if evaluating and plan.eval_args.eval_base else None
+    base_results = None
+    if evaluating and plan.eval_args.eval_base:
+        base_results = score(plan, model, tokenizer, calibration_texts(plan), excluded_pairs(plan))
     trainer = train(plan, model, tokenizer)
     train_seconds = time.time() - start
     out = save(plan, model, trainer, tokenizer, train_seconds)

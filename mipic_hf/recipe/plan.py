@@ -62,6 +62,22 @@ class Plan:
     push: PushTarget | None = None
     dropped_rows: int = 0  # training rows dropped for an invalid text cell (data.drop_invalid_rows)
 
+    def eval_lines(self, dims: list[int], layers: list[int]) -> list[str]:
+        """The plan's ``eval`` and ``int8`` lines."""
+        e = self.eval_args
+        scored = (
+            f"{', '.join(e.eval_tasks) or 'none'} at dims {dims} x layers {layers} x {', '.join(e.eval_precisions)}"
+        )
+        if e.eval_tasks and e.eval_base:
+            scored += ", the starting checkpoint too"
+        if e.eval_tasks and e.eval_decontaminate:
+            scored += ", without training pairs"
+        texts = self.model_args.calibration_max_texts
+        ranges = f"ranges calibrated after training on {texts} training texts" if texts else "no ranges"
+        if texts and self.export_args.adapter_only:
+            ranges += " (for the evaluation only: an adapter cannot carry them)"
+        return [f"  eval       {scored}", f"  int8       {ranges}"]
+
     def describe(self) -> str:
         c, t = self.config, self.training_args
         tc = c.text_config
@@ -115,8 +131,7 @@ class Plan:
             + f" x accumulation {t.gradient_accumulation_steps}, "
             f"lr {t.learning_rate}, epochs {t.num_train_epochs}, max_steps {t.max_steps})",
             f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
-            f"  eval       {', '.join(self.eval_args.eval_tasks) or 'none'} at dims {eval_dims} x layers {eval_layers}"
-            + (", the starting checkpoint too" if self.eval_args.eval_tasks and self.eval_args.eval_base else ""),
+            *self.eval_lines(eval_dims, eval_layers),
             f"  output     {t.output_dir}",
             f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.export_args.adapter_only else ""),
         ]
@@ -327,7 +342,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
     check_teacher(training_args, hidden, num_layers)
     check_learning_signal(training_args)
-    check_eval(eval_args, hidden, num_layers)
+    check_eval(eval_args, hidden, num_layers, model_args.calibration_max_texts)
     skeleton = None
     if lora_args.use_lora and not shape_only:  # a shape-only config (offline dry run) may not build
         skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)

@@ -1,0 +1,282 @@
+"""Retrieval quality per byte: every row on BEIR SciFact and clean STS at every (exit, dim, precision) cell.
+
+    MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py train --methods t_final st_matryoshka --seeds 42
+    MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py score --rows untrained t_final --seeds 42
+    python benchmarks/frontier.py report [--split test]
+
+``train`` trains a row of ``benchmarks/quality.py`` (its protocol and METHODS: 1 epoch, batch 32, lr 2e-5, train
+max length 64) into ``benchmarks/runs/frontier/<method>/seed<N>`` without scoring it. ``score`` scores a trained
+model (or the base) with the project's evaluator (``evaluate_grid``) on SciFact (nDCG@10, documents ``title + " " +
+text``, max length 256), STS-B test and STS12, at exits 2, 4, 6 x dims 8 ... 384 x float32, int8, binary and binary
+with rescoring, and writes one raw file per (row, seed, split) under ``benchmarks/results/frontier/<split>/`` (test;
+``validation`` = SciFact's train claims and STS-B dev), with its provenance. A raw file is never overwritten.
+
+Rows. ``untrained``: all-MiniLM-L6-v2 as is. ``X_pca``: row X plus the same centring + PCA rotation as the shipped
+recipe's, fitted after training on the row's own training sentences (STS-B train; SNLI triplets for ``snli_*``).
+int8 ranges: every row calibrated the same way, on 2,000 of its training sentences (seeded). Clean evaluation:
+every row drops the evaluation pairs that are training pairs of any row here (STS-B train and the SNLI triplets),
+so all rows are scored on the same examples. Each model is encoded once (pooled vectors cached per text); its
+rotated row and both splits reuse that encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+import quality  # noqa: E402  (the protocol and the rows' training specs)
+from provenance import provenance  # noqa: E402
+
+RUNS = ROOT / "benchmarks" / "runs" / "frontier"
+RESULTS = ROOT / "benchmarks" / "results" / "frontier"
+TRAINED = ["mrl", "st_matryoshka", "starbucks", "t_final", "snli_st_matryoshka", "snli_t_final"]
+# row -> (the quality.py method it scores, None for the base model; whether a rotation is fitted after training)
+ROWS: dict[str, tuple[str | None, bool]] = {
+    "untrained": (None, False),
+    "untrained_pca": (None, True),
+    **{m: (m, False) for m in TRAINED},
+    **{f"{m}_pca": (m, True) for m in TRAINED if m not in ("t_final", "snli_t_final")},  # t_final rotates already
+}
+TASKS = ["scifact", "stsb", "sts12"]
+PRECISIONS = ["float32", "int8", "binary", "binary_rescore"]
+LAYERS = [2, 4, 6]
+CALIBRATION_TEXTS = 2000
+MAX_LENGTH = 256
+
+
+def run_dir(method: str, seed: int) -> Path:
+    return RUNS / method / f"seed{seed}"
+
+
+def model_path(method: str, seed: int) -> Path:
+    """Where a trained row's model is: sentence-transformers peers save under ``model/``."""
+    out = run_dir(method, seed)
+    return out / "model" if isinstance(quality.METHODS[method], str) else out
+
+
+def train(method: str, seed: int, backbone: str, max_steps: int | None) -> Path:
+    """Train ``method`` (a quality.py row) with ``seed`` unless its ``trained.json`` exists; returns the model."""
+    out = run_dir(method, seed)
+    marker = out / "trained.json"
+    if marker.is_file():
+        print(f"skip {method} seed {seed}: trained", flush=True)
+        return model_path(method, seed)
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = quality.METHODS[method]
+    if isinstance(spec, str):
+        quality.run_peer(spec.split(":", 1)[1], backbone, seed, "test", out, max_steps, evaluate=False)
+    else:
+        quality.run_ours(spec, backbone, seed, "test", out, max_steps, tasks=[])
+    record = {"method": method, "seed": seed, "max_steps": max_steps, "train_seconds": round(time.time() - start, 1)}
+    marker.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"trained {method} seed {seed} in {record['train_seconds']} s", flush=True)
+    return model_path(method, seed)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    for seed in args.seeds:
+        for method in args.methods:
+            train(method, seed, args.model or quality.minilm_path(), args.max_steps)
+
+
+def protocol(method: str | None) -> str:
+    return "snli" if method and method.startswith("snli_") else "stsb"
+
+
+def training_texts(name: str) -> list[str]:
+    """The distinct sentences a protocol trains on (the rotation's and the int8 calibration's texts)."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.training.rotation import training_texts as distinct
+
+    if name == "snli":
+        return distinct(load_benchmark("snli", split="train"), ["anchor", "positive", "negative"])
+    return distinct(load_benchmark("stsb", split="train"), ["sentence1", "sentence2"])
+
+
+def excluded_pairs() -> set[tuple[str, str]]:
+    """Every training pair of every row here: STS-B train and the SNLI triplets."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.data.overlap import training_pairs
+
+    return training_pairs(load_benchmark("stsb", split="train")) | training_pairs(load_benchmark("snli", split="train"))
+
+
+def load_model(path: str) -> tuple[object, object]:
+    """A MatryoshkaModel (saved run or backbone) at the benchmark's grid, evaluated at max length 256."""
+    from transformers import AutoTokenizer
+
+    from mipic_hf import MatryoshkaModel
+    from mipic_hf.hub.folders import is_mipic_folder
+
+    if is_mipic_folder(path):
+        model = MatryoshkaModel.from_pretrained(path)
+    else:
+        dims, layers = quality.shape(path)
+        model = MatryoshkaModel.from_backbone(path, matryoshka_dimensions=dims, matryoshka_layers=layers)
+    model.config.max_seq_length = MAX_LENGTH
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+class PooledCache:
+    """Pooled, unrotated, unnormalised vectors of each text at each exit, encoded once per model."""
+
+    def __init__(self, model: object, tokenizer: object) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.vectors: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in LAYERS}
+
+    def raw(self, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors[layers[0]]]
+        if missing:
+            model = self.model
+            saved = model.config.normalize, model.output_rotation
+            model.config.normalize, model.output_rotation = False, None
+            try:
+                out = model.encode_layers(missing, self.tokenizer, LAYERS, dimension=model.hidden_size, batch_size=64)
+            finally:
+                model.config.normalize, model.output_rotation = saved
+            for layer, matrix in out.items():
+                self.vectors[layer].update(zip(missing, matrix.cpu().numpy(), strict=True))
+        return {layer: np.stack([self.vectors[layer][t] for t in texts]) for layer in layers}
+
+    def encoder(self, rotation: tuple[np.ndarray, np.ndarray] | None):
+        """``encode_fn`` for evaluate_grid: the model's vectors (its own rotation, or ``rotation``), normalised."""
+        if rotation is None and self.model.output_rotation is not None:
+            rotation = (self.model.output_rotation.mean.numpy(), self.model.output_rotation.matrix.numpy())
+
+        def encode(texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
+            out = {}
+            for layer, raw in self.raw(texts, layers).items():
+                if rotation is not None:
+                    raw = (raw - rotation[0]) @ rotation[1]
+                out[layer] = raw / np.clip(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12, None)
+            return out
+
+        return encode
+
+
+def fit_rotation(cache: PooledCache, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Centring + PCA of the pooled vectors at the last exit (``mipic_hf.training.rotation.principal_rotation``)."""
+    import torch
+
+    from mipic_hf.training.rotation import principal_rotation
+
+    mean, matrix = principal_rotation(torch.from_numpy(cache.raw(texts, [LAYERS[-1]])[LAYERS[-1]]).double())
+    return mean.float().numpy(), matrix.float().numpy()
+
+
+def raw_file(split: str, row: str, seed: int) -> Path:
+    return RESULTS / split / row / f"seed{0 if ROWS[row][0] is None else seed}.json"
+
+
+def recipe_of(method: str | None, seed: int) -> object:
+    """What the row trained with: the run's resolved recipe (ours) or the quality.py spec (peers)."""
+    import yaml
+
+    if method is None:
+        return None
+    written = run_dir(method, seed) / "mipic_recipe.yaml"
+    if written.is_file():
+        return yaml.safe_load(written.read_text())
+    return {"quality_method": method, "spec": quality.METHODS[method], "protocol": "benchmarks/quality.py run_peer"}
+
+
+def score_method(method: str | None, rows: list[str], seed: int, splits: list[str], exclude: set) -> None:
+    """Score every row of one trained model (or the base) on ``splits``; writes the raw files that do not exist."""
+    from mipic_hf.evaluation.grid import evaluate_grid
+    from mipic_hf.evaluation.precision import sample_texts
+
+    todo = [(row, split) for row in rows for split in splits if not raw_file(split, row, seed).is_file()]
+    if not todo:
+        print(f"skip {rows} seed {seed}: scored", flush=True)
+        return
+    path = quality.minilm_path() if method is None else str(model_path(method, seed))
+    model, tokenizer = load_model(path)
+    cache = PooledCache(model, tokenizer)
+    texts = training_texts(protocol(method))
+    calibration = sample_texts(texts, CALIBRATION_TEXTS)
+    for row in dict.fromkeys(r for r, _ in todo):
+        start = time.time()
+        encode = cache.encoder(fit_rotation(cache, texts) if ROWS[row][1] else None)
+        for split in [s for r, s in todo if r == row]:
+            results = evaluate_grid(
+                model,
+                tokenizer,
+                TASKS,
+                layers=LAYERS,
+                split=split,
+                precisions=PRECISIONS,
+                calibration_texts=calibration,
+                exclude_pairs=exclude,
+                encode_fn=encode,
+                model_name=row,
+                show_progress_bar=False,
+            )
+            record = provenance(
+                row=row,
+                method=method,
+                seed=None if method is None else seed,
+                rotation_after_training=ROWS[row][1],
+                protocol=protocol(method),
+                calibration={"texts": len(calibration), "from": f"{protocol(method)} train sentences, seed 0"},
+                excluded_pairs={"from": ["stsb train", "snli triplets"], "count": len(exclude)},
+                recipe=recipe_of(method, seed),
+            )
+            target = raw_file(split, row, seed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "x", encoding="utf-8") as f:  # never overwrites a raw file
+                json.dump({"provenance": record, "results": results}, f, indent=1)
+            print(f"scored {row} seed {seed} {split} in {time.time() - start:.0f} s -> {target}", flush=True)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    exclude = excluded_pairs()
+    for seed in args.seeds:
+        methods = dict.fromkeys(ROWS[row][0] for row in args.rows)
+        for method in methods:
+            if method is not None and not (run_dir(method, seed) / "trained.json").is_file():
+                print(f"not trained yet: {method} seed {seed}", flush=True)
+                continue
+            rows = [row for row in args.rows if ROWS[row][0] == method]
+            score_method(method, rows, seed, args.splits, exclude)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_parser = sub.add_parser("train", help="train rows (quality.py's protocol) without scoring them")
+    train_parser.add_argument("--methods", nargs="+", default=TRAINED, choices=TRAINED)
+    train_parser.add_argument("--seeds", nargs="+", type=int, default=quality.SEEDS)
+    train_parser.add_argument("--model", help="backbone folder (default: all-MiniLM-L6-v2)")
+    train_parser.add_argument("--max_steps", type=int, default=None, help="cap steps (smoke runs)")
+    score_parser = sub.add_parser("score", help="score trained rows; one raw file per (row, seed, split)")
+    score_parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    score_parser.add_argument("--seeds", nargs="+", type=int, default=quality.SEEDS)
+    score_parser.add_argument("--splits", nargs="+", default=["test", "validation"], choices=["test", "validation"])
+    report_parser = sub.add_parser("report", help="print the tables from the raw files")
+    report_parser.add_argument("--split", default="test", choices=["test", "validation"])
+    report_parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS))
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        from frontier_report import report
+
+        report(args.split, args.rows)
+        return
+    {"train": cmd_train, "score": cmd_score}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

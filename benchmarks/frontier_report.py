@@ -1,0 +1,113 @@
+"""The tables of ``python benchmarks/frontier.py report``, from the raw files under ``benchmarks/results/frontier``.
+
+Every score is a mean +- std over the row's seeds ((n) seeds; the untrained rows have one). "Best within B bytes" is,
+per seed, the best cell storing at most B bytes per vector (any dim and precision, at the exit named), then averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from frontier import LAYERS, RESULTS, ROWS
+from quality import mean_std
+
+from mipic_hf.evaluation.frontier import best_within, cells, smallest_within
+from mipic_hf.evaluation.grid import main_score
+
+BUDGETS = [8, 16, 32, 48, 64, 128, 256, 384, 768, 1536]
+ISSUE_CELLS = [(384, "float32"), (384, "int8"), (384, "binary"), (384, "binary_rescore")]
+ISSUE_CELLS += [(d, "float32") for d in (128, 64, 32, 16)]
+DIMS = [384, 256, 128, 64, 32, 16, 8]
+
+
+def load(split: str) -> dict[str, list[dict]]:
+    """Row -> its raw files' grid results (one per seed), in ROWS order."""
+    found: dict[str, list[dict]] = {}
+    for row in ROWS:
+        for path in sorted((RESULTS / split / row).glob("seed*.json")):
+            found.setdefault(row, []).append(json.loads(path.read_text())["results"])
+    return found
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def issue_cells(found: dict[str, list[dict]], split: str) -> None:
+    header = ["row (n)", *(f"{d} {'binary+rescore' if p == 'binary_rescore' else p}" for d, p in ISSUE_CELLS)]
+    rows = [
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, "scifact", 6, d, p) for r in runs]) for d, p in ISSUE_CELLS)]
+        for row, runs in found.items()
+    ]
+    _table(f"scifact ({split}), exit layer 6: nDCG@10 x100 at fixed cells, mean +- std over seeds (n)", header, rows)
+
+
+def budget_table(found: dict[str, list[dict]], split: str, layer: int, budgets: list[int]) -> None:
+    def best(run: dict, budget: int) -> float | None:
+        cell = best_within(cells(run, "scifact"), budget, layer)
+        return None if cell is None else cell.score
+
+    rows = []
+    for row, runs in found.items():
+        values = [[v for v in (best(r, b) for r in runs) if v is not None] for b in budgets]
+        rows.append([f"{row} ({len(runs)})", *(mean_std(v) for v in values)])
+    title = f"scifact ({split}), exit layer {layer}: best nDCG@10 x100 storing at most B bytes per vector"
+    _table(title, ["row (n)", *(f"{b} B" for b in budgets)], rows)
+
+
+def target_table(found: dict[str, list[dict]], split: str, target: float = 0.99) -> None:
+    rows = []
+    for row, runs in found.items():
+        picks = [smallest_within(cells(r, "scifact"), target) for r in runs]
+        described = [f"L{c.layer} d{c.dim} {c.precision} {c.bytes} B ({c.score:.2f})" for c in picks]
+        full = mean_std([main_score(r, "scifact", LAYERS[-1], 384) for r in runs])
+        rows.append([f"{row} ({len(runs)})", full, "; ".join(described)])
+    title = f"scifact ({split}): the smallest budget within 1% of the row's own full model (any exit), per seed"
+    _table(title, ["row (n)", "full model (L6 d384 float32)", "smallest budget within 1%"], rows)
+
+
+def sts_table(found: dict[str, list[dict]], split: str, task: str) -> None:
+    runs0 = next(iter(found.values()))
+    counts = runs0[0]["tasks"][task]["num_examples"]
+    rows = [
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, 6, d) for r in runs]) for d in DIMS)]
+        for row, runs in found.items()
+        if all(task in r["tasks"] for r in runs)
+    ]
+    title = (
+        f"{task} ({split}, clean: {counts['test']} pairs, {counts.get('dropped_as_training', 0)} training pairs "
+        "dropped), exit layer 6: Spearman x100, float32, mean +- std over seeds (n)"
+    )
+    _table(title, ["row (n)", *map(str, DIMS)], rows)
+
+
+def sts_bytes_table(found: dict[str, list[dict]], split: str, task: str) -> None:
+    cells_ = [(384, "int8"), (384, "binary"), (128, "int8"), (256, "binary")]
+    rows = [
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, 6, d, p) for r in runs]) for d, p in cells_)]
+        for row, runs in found.items()
+    ]
+    title = f"{task} ({split}, clean), exit layer 6: Spearman x100 of stored codes, mean +- std over seeds (n)"
+    _table(title, ["row (n)", *(f"{d} {p} ({d if p == 'int8' else d // 8} B)" for d, p in cells_)], rows)
+
+
+def report(split: str, rows: list[str] | None = None) -> None:
+    found = load(split)
+    if rows:
+        found = {row: found[row] for row in rows if row in found}
+    if not found:
+        raise SystemExit(f"no raw files under {RESULTS / split}")
+    issue_cells(found, split)
+    for layer in LAYERS[::-1]:
+        budget_table(found, split, layer, BUDGETS if layer == LAYERS[-1] else [48, 128, 384, 1536])
+    target_table(found, split)
+    for task in ("stsb", "sts12"):
+        sts_table(found, split, task)
+        sts_bytes_table(found, split, task)
+    gaps = [statistics.mean(main_score(r, "scifact", 6, 384) for r in runs) for runs in found.values()]
+    print(f"\nrows: {len(found)}; full-width SciFact nDCG@10 range {min(gaps):.2f} .. {max(gaps):.2f}")

@@ -1,0 +1,45 @@
+"""What produced a raw result file: the commit (and whether the tree was dirty), library versions, machine, date and
+command. Every raw file a benchmark writes from now on carries it under ``"provenance"``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("mipic-hf", "torch", "transformers", "sentence-transformers", "datasets", "numpy")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """The commit, dirty flag, versions, machine, date and command, plus ``extra`` (method, seed, recipe, ...)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return {
+        **extra,
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "versions": versions,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {_threads()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

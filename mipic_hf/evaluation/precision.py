@@ -1,0 +1,117 @@
+"""The precision axis of the grid: what a budget's vectors look like stored as float32, int8 or bits, and the
+similarity a vector store takes on them.
+
+- ``float32``: cosine of the vectors.
+- ``int8`` / ``uint8``: cosine of the one-byte codes (what a store of int8 vectors with a cosine metric computes),
+  the codes from ``ranges`` calibrated on training text.
+- ``binary`` / ``ubinary``: Hamming similarity of the sign bits (as the dot product of +-1 vectors,
+  ``d - 2 * hamming``, which ranks the same).
+- ``binary_rescore`` (retrieval only): the corpus stored as bits, searched with the query's bits, and the top
+  ``RESCORE_MULTIPLIER * k`` re-ranked by the float query's dot product with the stored bits, as
+  sentence-transformers' ``semantic_search_faiss(..., rescore=True)`` does. It stores as many bytes as ``binary``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..modeling_mipic import CALIBRATED_PRECISIONS, PRECISIONS, precision_bytes, quantize_embeddings
+
+RESCORE = "binary_rescore"
+GRID_PRECISIONS = (*PRECISIONS, RESCORE)
+RESCORE_MULTIPLIER = 4
+BINARY = ("binary", "ubinary", RESCORE)
+
+
+def check_precisions(values: Iterable[str] | str | None) -> list[str]:
+    """Validated precisions, float32 first then the rest in ``GRID_PRECISIONS`` order (None: float32 only)."""
+    if values is None:
+        return ["float32"]
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    values = [str(v).strip() for v in values]
+    unknown = [v for v in values if v not in GRID_PRECISIONS]
+    if unknown or not values:
+        raise ValueError(f"precisions must be among {', '.join(GRID_PRECISIONS)}, got {values!r}")
+    return [p for p in GRID_PRECISIONS if p in values or p == "float32"]
+
+
+def cell_bytes(dimension: int, precision: str) -> int:
+    """Bytes one stored vector of a (dimension, precision) cell takes."""
+    return precision_bytes(dimension, "binary" if precision == RESCORE else precision)
+
+
+def applies(precision: str, task_type: str) -> bool:
+    """Whether a grid precision is scored on a task type (rescoring needs a corpus to search)."""
+    return precision != RESCORE or task_type == "retrieval"
+
+
+def budget_view(full: np.ndarray, dimension: int, normalize: bool) -> np.ndarray:
+    """What ``encode(..., dimension=d)`` returns from full-width vectors: the first d columns, L2-normalised
+    again when the model normalises (float32)."""
+    cut = np.asarray(full[:, :dimension], dtype=np.float32)
+    return _unit(cut) if normalize else cut
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+
+
+def quantize(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """:func:`mipic_hf.modeling_mipic.quantize_embeddings` on numpy arrays (``binary_rescore`` stores ``binary``)."""
+    precision = "binary" if precision == RESCORE else precision
+    ranges_t = None if ranges is None else torch.as_tensor(np.asarray(ranges, dtype=np.float32))
+    return quantize_embeddings(torch.from_numpy(np.ascontiguousarray(vectors)), precision, ranges_t).numpy()
+
+
+def signs(codes: np.ndarray, dimension: int) -> np.ndarray:
+    """The +-1 float32 vectors of packed sign bits (binary: int8 shifted by 128; ubinary: uint8)."""
+    packed = (codes.astype(np.int16) + 128).astype(np.uint8) if codes.dtype == np.int8 else codes
+    bits = np.unpackbits(packed, axis=-1)[:, :dimension]
+    return bits.astype(np.float32) * 2 - 1
+
+
+def searchable(vectors: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """Float32 vectors whose dot products are the similarity a store takes at ``precision`` (module docstring)."""
+    if precision == "float32":
+        return _unit(np.asarray(vectors, dtype=np.float32))
+    codes = quantize(vectors, precision, ranges)
+    if precision in CALIBRATED_PRECISIONS:
+        return _unit(codes.astype(np.float32))
+    return signs(codes, vectors.shape[1])
+
+
+def sample_texts(texts: Iterable[str], limit: int | None, seed: int = 0) -> list[str]:
+    """The distinct non-empty texts (first-seen order); a seeded sample of ``limit`` of them."""
+    unique = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
+    if limit is not None and len(unique) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(unique), size=limit, replace=False))
+        unique = [unique[i] for i in keep]
+    return unique
+
+
+def calibration_ranges(
+    full_by_layer: Mapping[int, np.ndarray], dims: Iterable[int], normalize: bool
+) -> dict[tuple[int, int], np.ndarray]:
+    """Per (layer, dim): the (2, dim) per-coordinate min and max of the budget's vectors (:func:`budget_view`)
+    of the calibration texts, from their full-width vectors at each layer."""
+    ranges = {}
+    for layer, full in full_by_layer.items():
+        for dim in dims:
+            view = budget_view(full, dim, normalize)
+            ranges[(int(layer), int(dim))] = np.stack([view.min(axis=0), view.max(axis=0)])
+    return ranges
+
+
+def model_ranges(model: Any, layers: Iterable[int], dims: Iterable[int]) -> dict[tuple[int, int], np.ndarray] | None:
+    """The ranges a model stores for every (layer, dim) asked, else None (some budget is not calibrated)."""
+    if getattr(model, "quantization", None) is None:
+        return None
+    try:
+        return {(lay, d): model.quantization.get(lay, d).cpu().numpy() for lay in layers for d in dims}
+    except ValueError:
+        return None
