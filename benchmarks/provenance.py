@@ -20,8 +20,16 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _tree() -> dict[str, Any]:
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
+TREE = _tree()  # read when the benchmark starts: the code it runs, even if the checkout moves on meanwhile
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
-    """The commit, dirty flag, versions, machine, date and command, plus ``extra`` (method, seed, recipe, ...)."""
+    """The commit and dirty flag of the checkout when the benchmark started, versions, machine, date and command,
+    plus ``extra`` (method, seed, recipe, ...)."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -30,8 +38,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
             continue
     return {
         **extra,
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **TREE,
         "versions": versions,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {_threads()}",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -22,6 +22,7 @@ from mipic_hf.cli.export_onnx import main
 from mipic_hf.data import load_benchmark
 from mipic_hf.hub.card import render_card
 from mipic_hf.hub.onnx import _session, export_onnx, parse_budgets, run_graph
+from mipic_hf.training.calibration import fit_quantization_ranges
 
 # Lengths 1..16 words so every batch pads.
 TEXTS = [
@@ -55,6 +56,8 @@ def tiny_models(tmp_path_factory, minilm_path: str) -> dict[str, Path]:
             matryoshka_layers=[1, 2],
             pooling="last_token" if arch == "qwen3" else "mean",
         )
+        if arch == "bert":  # calibrated int8 ranges travel into budgets.json
+            fit_quantization_ranges(model.eval(), tokenizer, TEXTS)
         model.save_pretrained(root / arch)
         tokenizer.save_pretrained(root / arch)
         out[arch] = root / arch
@@ -85,6 +88,13 @@ def test_graph_equals_encode_and_stops_at_the_exit(arch: str, tiny_models: dict[
             expected = model.encode(TEXTS, tokenizer, dimension=entry["dimension"], layer=entry["layer"])
             assert got.shape == (len(TEXTS), entry["dimension"])
             np.testing.assert_allclose(got, expected, atol=1e-4)
+    for entry in index["budgets"]:
+        if arch != "bert":
+            assert entry["output_ranges"] is None
+            continue
+        stored = model.quantization_ranges(entry["layer"], entry["dimension"]).numpy()
+        assert entry["output_ranges"]["precisions"] == ["int8", "uint8"]
+        assert np.array_equal(np.asarray(entry["output_ranges"]["ranges"], dtype=np.float32), stored)  # exactly
     for entry in index["budgets"]:
         graph = onnx.load(str(out / entry["file"]))
         assert graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value == entry["dimension"]

@@ -20,7 +20,8 @@ from .precision import RESCORE, RESCORE_MULTIPLIER, budget_view, quantize, searc
 
 TOP_K = 100  # the deepest cutoff a metric reads (recall@100)
 CORPUS_CHUNK = 8192
-QUERY_CHUNK = 1024
+QUERY_CHUNK = 256
+RESCORE_CHUNK = 32  # queries whose candidates are re-ranked at once
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
@@ -92,9 +93,14 @@ def search_cell(
     if precision != RESCORE:
         return rows
     query_float = budget_view(query_full, dimension, normalize)
-    bits = signs(quantize(budget_view(corpus_full[rows.reshape(-1)], dimension, normalize), "binary"), dimension)
-    rescored = np.einsum("qd,qkd->qk", query_float, bits.reshape(*rows.shape, dimension))
-    return _merge(rescored, rows, k)[1]
+    ranked = np.empty((len(rows), min(k, rows.shape[1])), dtype=np.int64)
+    for q in range(0, len(rows), RESCORE_CHUNK):  # the candidates' bits of a few queries at a time
+        candidates = rows[q : q + RESCORE_CHUNK]
+        stored = quantize(budget_view(corpus_full[candidates.reshape(-1)], dimension, normalize), "binary")
+        bits = signs(stored, dimension).reshape(*candidates.shape, dimension)
+        rescored = np.einsum("qd,qkd->qk", query_float[q : q + RESCORE_CHUNK], bits)
+        ranked[q : q + RESCORE_CHUNK] = _merge(rescored, candidates, k)[1]
+    return ranked
 
 
 def ranking_metrics(ranked: list[list[str]], qrels: Mapping[str, Mapping[str, int]], query_ids: list[str]) -> dict:
