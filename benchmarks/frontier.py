@@ -269,11 +269,14 @@ def main(argv: list[str] | None = None) -> None:
     report_parser = sub.add_parser("report", help="print the tables from the raw files")
     report_parser.add_argument("--split", default="test", choices=["test", "validation"])
     report_parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS))
+    report_parser.add_argument("--plot", default=None, help="also write the SciFact quality-per-byte plot here")
     args = parser.parse_args(argv)
     if args.command == "report":
-        from frontier_report import report
+        from frontier_report import plot, report
 
         report(args.split, args.rows)
+        if args.plot:
+            plot(args.split, args.plot, args.rows)
         return
     {"train": cmd_train, "score": cmd_score}[args.command](args)
 

@@ -111,3 +111,35 @@ def report(split: str, rows: list[str] | None = None) -> None:
         sts_bytes_table(found, split, task)
     gaps = [statistics.mean(main_score(r, "scifact", 6, 384) for r in runs) for runs in found.values()]
     print(f"\nrows: {len(found)}; full-width SciFact nDCG@10 range {min(gaps):.2f} .. {max(gaps):.2f}")
+
+
+def plot(split: str, path: str, rows: list[str] | None = None) -> None:
+    """``path``: SciFact nDCG@10 vs bytes per vector (log2), the best cell within each budget at the last exit,
+    mean over seeds, one line per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = load(split)
+    if rows:
+        found = {row: found[row] for row in rows if row in found}
+    budgets = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536)]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for row, runs in found.items():
+        means = []
+        for b in budgets:
+            best = [best_within(cells(r, "scifact"), b, LAYERS[-1]) for r in runs]
+            means.append(statistics.mean(c.score for c in best) if all(best) else float("nan"))
+        ax.plot(budgets, means, marker="o", ms=3, label=f"{row} ({len(runs)})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets[::2], [str(b) for b in budgets[::2]])
+    ax.set_xlabel("bytes per stored vector (any dim, float32 / int8 / binary)")
+    ax.set_ylabel("SciFact nDCG@10 (best cell within the bytes)")
+    ax.set_title(f"SciFact {split}: quality per byte at the last exit (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")

@@ -122,3 +122,13 @@ def test_ranges_saved_loaded_and_exported_exactly(calibrated, tmp_path) -> None:
     assert stored == ranges_record(model, Budget(1, 16))
     assert np.array_equal(np.asarray(stored["ranges"], dtype=np.float32), model.quantization_ranges(1, 16).numpy())
     assert json.loads((folder / "config.json").read_text())["mipic_budget"]["int8_ranges"] == "quantization_ranges.json"
+    assert "quantization_ranges.json" in (folder / "README.md").read_text()  # the card shows how to use them
+
+    # A stock client (sentence-transformers on the standard folder) + the stored ranges gives encode's int8 codes
+    # (within one step where float rounding sits on a bucket's edge).
+    from sentence_transformers import SentenceTransformer
+
+    served = SentenceTransformer(str(folder)).encode(TEXTS)
+    theirs = st_quantize(served, "int8", ranges=np.asarray(stored["ranges"], dtype=np.float32))
+    ours = model.encode(TEXTS, tokenizer, dimension=16, layer=1, precision="int8")
+    assert np.abs(theirs.astype(int) - ours.astype(int)).max() <= 1 and (theirs == ours).mean() > 0.95
