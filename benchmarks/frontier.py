@@ -50,7 +50,7 @@ ROWS: dict[str, tuple[str | None, bool]] = {
     **{m: (m, False) for m in TRAINED},
     **{f"{m}_pca": (m, True) for m in TRAINED if m not in ("t_final", "snli_t_final")},  # t_final rotates already
 }
-TASKS = ["scifact", "stsb", "sts12"]
+TASKS = {"test": ["scifact", "stsb", "sts12"], "validation": ["scifact", "stsb"]}  # STS12 has a test split only
 PRECISIONS = ["float32", "int8", "binary", "binary_rescore"]
 LAYERS = [2, 4, 6]
 CALIBRATION_TEXTS = 2000
@@ -215,7 +215,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
             results = evaluate_grid(
                 model,
                 tokenizer,
-                TASKS,
+                TASKS[split],
                 layers=LAYERS,
                 split=split,
                 precisions=PRECISIONS,

@@ -38,13 +38,13 @@ FLOAT_FIELDS = [
     "adam_epsilon", "temperature", "cosent_scale", "task_weight", "alpha", "attention_temperature",
     "sia_attention_weight", "sia_cka_weight", "sia_gamma_start", "sia_gamma_step", "pic_weight", "pic_temperature",
     "pic_task_weight", "aux_lr_multiplier", "twodmse_kl_weight", "twodmse_kl_temperature", "teacher_weight",
-    "teacher_temperature", "teacher_cka_weight", "lora_dropout",
+    "teacher_temperature", "teacher_cka_weight", "lora_dropout", "eval_target",
 ]  # fmt: skip
 INT_FIELDS = [
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "logging_steps", "save_steps",
     "save_total_limit", "seed", "dataloader_num_workers", "num_labels", "sia_k_min", "max_seq_length",
     "rotation_max_texts", "max_train_samples", "train_max_length", "lora_r", "lora_alpha", "eval_max_samples",
-    "eval_batch_size", "cache_mini_batch_size",
+    "eval_batch_size", "cache_mini_batch_size", "calibration_max_texts",
 ]  # fmt: skip
 LIST_FIELDS = ["matryoshka_dimensions", "matryoshka_layers", "teacher_dims", "teacher_layers", "eval_dims"]
 
