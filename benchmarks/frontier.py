@@ -152,6 +152,14 @@ class PooledCache:
                 self.vectors[layer].update(zip(missing, matrix.cpu().numpy(), strict=True))
         return {layer: np.stack([self.vectors[layer][t] for t in texts]) for layer in layers}
 
+    def save(self, path: Path) -> None:
+        """Every cached text and its pooled vectors per exit (``texts``, ``L2``, ``L4``, ...), for later analysis
+        without encoding again (post-hoc transforms of the pooled vector need nothing else)."""
+        texts = list(self.vectors[LAYERS[0]])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"L{layer}": np.stack([self.vectors[layer][t] for t in texts]) for layer in LAYERS}
+        np.savez(path, texts=np.array(texts, dtype=object), **arrays)
+
     def encoder(self, rotation: tuple[np.ndarray, np.ndarray] | None):
         """``encode_fn`` for evaluate_grid: the model's vectors (its own rotation, or ``rotation``), normalised."""
         if rotation is None and self.model.output_rotation is not None:
@@ -240,6 +248,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
             with open(target, "x", encoding="utf-8") as f:  # never overwrites a raw file
                 json.dump({"provenance": record, "results": results}, f, indent=1)
             print(f"scored {row} seed {seed} {split} in {time.time() - start:.0f} s -> {target}", flush=True)
+    cache.save(RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.npz")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
