@@ -153,12 +153,15 @@ class PooledCache:
         return {layer: np.stack([self.vectors[layer][t] for t in texts]) for layer in layers}
 
     def save(self, path: Path) -> None:
-        """Every cached text and its pooled vectors per exit (``texts``, ``L2``, ``L4``, ...), for later analysis
-        without encoding again (post-hoc transforms of the pooled vector need nothing else)."""
+        """Every cached text (``path`` with .json) and its pooled vectors per exit (``path``, safetensors: ``L2``,
+        ``L4``, ...), for later analysis without encoding again (post-hoc transforms of the pooled vector need
+        nothing else)."""
+        from safetensors.numpy import save_file
+
         texts = list(self.vectors[LAYERS[0]])
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"L{layer}": np.stack([self.vectors[layer][t] for t in texts]) for layer in LAYERS}
-        np.savez(path, texts=np.array(texts, dtype=object), **arrays)
+        save_file({f"L{layer}": np.stack([self.vectors[layer][t] for t in texts]) for layer in LAYERS}, str(path))
+        path.with_suffix(".json").write_text(json.dumps(texts), encoding="utf-8")
 
     def encoder(self, rotation: tuple[np.ndarray, np.ndarray] | None):
         """``encode_fn`` for evaluate_grid: the model's vectors (its own rotation, or ``rotation``), normalised."""
@@ -248,7 +251,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
             with open(target, "x", encoding="utf-8") as f:  # never overwrites a raw file
                 json.dump({"provenance": record, "results": results}, f, indent=1)
             print(f"scored {row} seed {seed} {split} in {time.time() - start:.0f} s -> {target}", flush=True)
-    cache.save(RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.npz")
+    cache.save(RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.safetensors")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
