@@ -159,6 +159,18 @@ def test_card_section_and_snippet_run(tiny_models: dict[str, Path], tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("(2, 16)")
+    # The model holds int8 ranges: the card's second snippet turns the graph's output into encode's int8 codes.
+    second = readme.split("```python\n")[2].split("```", 1)[0]
+    check = "\nprint(codes.tolist())\n"
+    result = subprocess.run(
+        [sys.executable, "-c", snippet + second + check], capture_output=True, text=True, env=_fresh_env(), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    model = MatryoshkaModel.from_pretrained(folder)
+    sentences = ["A fox naps under the old oak.", "The oak shades a sleeping fox."]
+    ours = model.encode(sentences, AutoTokenizer.from_pretrained(folder), dimension=16, layer=1, precision="int8")
+    got = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert np.abs(got - ours.astype(int)).max() <= 1 and (got == ours).mean() > 0.9
 
 
 @pytest.mark.parametrize(

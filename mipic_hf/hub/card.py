@@ -181,9 +181,11 @@ def evaluation_parts(folder: Path, default_layer: int) -> tuple[list[EvalResult]
         f"the `model-index` above reports layer {layer}, float32."
     )
     if dropped:
-        summary += " Evaluation examples that are training pairs of this run were left out (" + ", ".join(
-            f"{task} {n}" for task, n in dropped.items()
-        ) + ")."
+        summary += (
+            " Evaluation examples that are training pairs of this run were left out ("
+            + ", ".join(f"{task} {n}" for task, n in dropped.items())
+            + ")."
+        )
     plots = []
     for task in results["tasks"]:
         for kind, title in (
@@ -310,6 +312,7 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
         )
     header = ["file", "exit layer", "dimension", "weights", "size (MB)", "checked at export on 12 sentences"]
     first = index["budgets"][0]
+    index_path = f'hf_hub_download("{location}", "{prefix}budgets.json")' if hub else None
     if hub:
         fetch = (
             "from huggingface_hub import hf_hub_download\n\n"
@@ -320,6 +323,7 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
     else:
         folder = f"{location}/{subfolder}" if subfolder else location
         fetch = f'path = "{folder}/{first["file"]}"\ntokenizer = AutoTokenizer.from_pretrained("{folder}")'
+        index_path = f'"{folder}/budgets.json"'
     lines = [
         f"ONNX graphs with the budget inside (opset {index['opset']}): each one runs the encoder up to its exit "
         "layer only, pools, keeps the first *d* coordinates"
@@ -344,4 +348,23 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
         f"print(embeddings.shape)  # (2, {first['dimension']})",
         "```",
     ]
+    if first.get("output_ranges"):
+        lines += [
+            "",
+            "int8 vectors: `budgets.json` holds each float32 graph's `output_ranges`, the per-coordinate ranges "
+            "calibrated on the training text, with which sentence-transformers' quantizer gives the model's own "
+            '`encode(..., precision="int8")` codes:',
+            "",
+            "```python",
+            "import json",
+            "",
+            "import numpy as np",
+            "from sentence_transformers.quantization import quantize_embeddings",
+            "",
+            f"index = json.load(open({index_path}))",
+            f"entry = next(e for e in index['budgets'] if e['file'] == '{first['file']}')",
+            'codes = quantize_embeddings(embeddings, "int8", ranges=np.array(entry["output_ranges"]["ranges"], '
+            "dtype=np.float32))",
+            "```",
+        ]
     return "\n".join(lines)
