@@ -71,17 +71,17 @@ def target_table(found: dict[str, list[dict]], split: str, target: float = 0.99)
     _table(title, ["row (n)", "full model (L6 d384 float32)", "smallest budget within 1%"], rows)
 
 
-def sts_table(found: dict[str, list[dict]], split: str, task: str) -> None:
+def sts_table(found: dict[str, list[dict]], split: str, task: str, layer: int) -> None:
     runs0 = next(iter(found.values()))
     counts = runs0[0]["tasks"][task]["num_examples"]
     rows = [
-        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, 6, d) for r in runs]) for d in DIMS)]
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, layer, d) for r in runs]) for d in DIMS)]
         for row, runs in found.items()
         if all(task in r["tasks"] for r in runs)
     ]
     title = (
         f"{task} ({split}, clean: {counts['test']} pairs, {counts.get('dropped_as_training', 0)} training pairs "
-        "dropped), exit layer 6: Spearman x100, float32, mean +- std over seeds (n)"
+        f"dropped), exit layer {layer}: Spearman x100, float32, mean +- std over seeds (n)"
     )
     _table(title, ["row (n)", *map(str, DIMS)], rows)
 
@@ -106,8 +106,9 @@ def report(split: str, rows: list[str] | None = None) -> None:
     for layer in LAYERS[::-1]:
         budget_table(found, split, layer, BUDGETS if layer == LAYERS[-1] else [48, 128, 384, 1536])
     target_table(found, split)
-    for task in ("stsb", "sts12"):
-        sts_table(found, split, task)
+    for task in ("stsb", "sts12") if split == "test" else ("stsb",):
+        for layer in LAYERS[::-1]:
+            sts_table(found, split, task, layer)
         sts_bytes_table(found, split, task)
     gaps = [statistics.mean(main_score(r, "scifact", 6, 384) for r in runs) for runs in found.values()]
     print(f"\nrows: {len(found)}; full-width SciFact nDCG@10 range {min(gaps):.2f} .. {max(gaps):.2f}")
@@ -124,7 +125,7 @@ def plot(split: str, path: str, rows: list[str] | None = None) -> None:
     found = load(split)
     if rows:
         found = {row: found[row] for row in rows if row in found}
-    budgets = [b for b in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536)]
+    budgets = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for row, runs in found.items():
         means = []
