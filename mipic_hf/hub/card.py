@@ -349,22 +349,26 @@ def onnx_section(index: dict[str, Any], location: str, subfolder: str = "", hub:
         "```",
     ]
     if first.get("output_ranges"):
-        lines += [
-            "",
-            "int8 vectors: `budgets.json` holds each float32 graph's `output_ranges`, the per-coordinate ranges "
-            "calibrated on the training text, with which sentence-transformers' quantizer gives the model's own "
-            '`encode(..., precision="int8")` codes:',
-            "",
-            "```python",
-            "import json",
-            "",
-            "import numpy as np",
-            "from sentence_transformers.quantization import quantize_embeddings",
-            "",
-            f"index = json.load(open({index_path}))",
-            f"entry = next(e for e in index['budgets'] if e['file'] == '{first['file']}')",
-            'codes = quantize_embeddings(embeddings, "int8", ranges=np.array(entry["output_ranges"]["ranges"], '
-            "dtype=np.float32))",
-            "```",
-        ]
+        lines += ["", *_onnx_int8_lines(first["file"], index_path)]
     return "\n".join(lines)
+
+
+def _onnx_int8_lines(graph: str, index_path: str) -> list[str]:
+    """The ONNX section's int8 paragraph and snippet: the graph's output quantized with budgets.json's ranges."""
+    return [
+        "int8 vectors: `budgets.json` holds each float32 graph's `output_ranges`, the per-coordinate ranges "
+        "calibrated on the training text, with which sentence-transformers' quantizer gives the model's own "
+        '`encode(..., precision="int8")` codes:',
+        "",
+        "```python",
+        "import json",
+        "",
+        "import numpy as np",
+        "from sentence_transformers.quantization import quantize_embeddings",
+        "",
+        f"index = json.load(open({index_path}))",
+        f"entry = next(e for e in index['budgets'] if e['file'] == '{graph}')",
+        'codes = quantize_embeddings(embeddings, "int8", ranges=np.array(entry["output_ranges"]["ranges"], '
+        "dtype=np.float32))",
+        "```",
+    ]
