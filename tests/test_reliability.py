@@ -64,7 +64,7 @@ def _common(backbone: str, data: str, out: Path, steps: int = 3) -> list[str]:
         *("--max_steps", str(steps), "--learning_rate", "1e-2", "--optim", "sgd", "--eval_tasks", "none"),
         *("--report_to", "none", "--use_cpu", "true", "--logging_steps", "1", "--export_model", "false"),
         *("--seed", "0", "--disable_tqdm", "true", "--output_dir", str(out), "--save_strategy", "steps"),
-        *("--save_steps", str(steps)),
+        *("--save_steps", str(steps), "--calibration_max_texts", "0"),  # the weights only: no int8 ranges
     ]
 
 

@@ -337,7 +337,8 @@ def test_lora_run_trains_adapters_and_exports_a_merged_model(tiny_backbone: str,
     with safe_open(out / "model.safetensors", "pt") as f:
         keys = list(f.keys())
     assert keys and not any("lora" in k for k in keys)
-    assert all(k.startswith("backbone.") and "base_model" not in k for k in keys)
+    assert all(k.startswith("backbone.") and "base_model" not in k for k in keys if k != "quantization.ranges")
+    assert "quantization.ranges" in keys  # merged: the run calibrated and stored int8 ranges
 
 
 def test_drop_invalid_rows_is_counted_in_the_plan_and_the_summary(tiny_backbone: str, tmp_path: Path, capsys) -> None:

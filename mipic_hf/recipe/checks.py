@@ -210,7 +210,7 @@ def check_eval(eval_args: EvalArguments, hidden: int, num_layers: int, calibrati
         raise RecipeError(
             f"eval.eval_precisions must be among {', '.join(GRID_PRECISIONS)}, got {eval_args.eval_precisions}"
         )
-    if calibration_max_texts == 0 and {"int8", "uint8"} & set(eval_args.eval_precisions):
+    if eval_args.eval_tasks and calibration_max_texts == 0 and {"int8", "uint8"} & set(eval_args.eval_precisions):
         raise RecipeError(
             "eval.eval_precisions int8/uint8 need calibrated ranges: set model.calibration_max_texts >= 2 or drop them"
         )
