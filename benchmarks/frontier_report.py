@@ -127,12 +127,17 @@ def plot(split: str, path: str, rows: list[str] | None = None) -> None:
         found = {row: found[row] for row in rows if row in found}
     budgets = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    families = list(dict.fromkeys(row.removesuffix("_pca") for row in found))
     for row, runs in found.items():
         means = []
         for b in budgets:
             best = [best_within(cells(r, "scifact"), b, LAYERS[-1]) for r in runs]
             means.append(statistics.mean(c.score for c in best) if all(best) else float("nan"))
-        ax.plot(budgets, means, marker="o", ms=3, label=f"{row} ({len(runs)})")
+        family, rotated = row.removesuffix("_pca"), row.endswith("_pca")
+        ax.plot(
+            budgets, means, marker="o", ms=3, color=f"C{families.index(family)}",
+            linestyle="--" if rotated else "-", lw=2.2 if row == "untrained" else 1.2, label=f"{row} ({len(runs)})",
+        )  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets[::2], [str(b) for b in budgets[::2]])
     ax.set_xlabel("bytes per stored vector (any dim, float32 / int8 / binary)")
