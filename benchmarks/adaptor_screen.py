@@ -102,10 +102,10 @@ def raw_file(split: str, name: str, seed: int) -> Path:
 
 
 def run(names: list[str], seeds: list[int], split: str) -> None:
+    import quality
+
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
-
-    import quality
 
     model, tokenizer = load_model(quality.minilm_path())
     cache = preloaded_cache(model, tokenizer)
