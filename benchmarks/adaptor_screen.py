@@ -57,6 +57,20 @@ CANDIDATES: dict[str, tuple[dict | None, str]] = {
     "adaptor_bits_w3": ({"binary_dims": [64, 128, 256, 384], "binary_weight": 3.0}, "shared"),
     "adaptor_bits_identity": ({"binary_dims": [64, 128, 256, 384], "init": "identity"}, "shared"),
     "adaptor_coordinate": ({}, "coordinate"),
+    # screen 2 (after screen 1's table: the adaptors gain at 8-32 B and lose at 48-128 B, where the best cell is
+    # binary at full width): sign bits balanced by ITQ, over the full width or inside each block of PCA directions
+    # between trained dims (closed form: steps 0), and the adaptor trained from them, the bits' relation taken as the
+    # rescoring takes it (the float query against the bits)
+    "itq": ({"init": "itq", "steps": 0}, "shared"),
+    "nested_itq": ({"init": "nested_itq", "steps": 0}, "shared"),
+    "nested_itq_adaptor": (
+        {"init": "nested_itq", "binary_dims": [128, 256, 384], "binary_relation": "asymmetric"},
+        "shared",
+    ),
+    "itq_adaptor_small": (
+        {"init": "itq", "dims": [8, 16, 32, 64], "binary_dims": [384], "binary_relation": "asymmetric"},
+        "shared",
+    ),
 }
 
 

@@ -12,10 +12,11 @@ The loss, per batch of B training texts (their pooled vectors, no labels):
   beta_scale)``, in place of ``y[:d]``, so that the sign bits a store keeps rank like the full width.
 
 R starts from the eigenvectors of the second moment of the training vectors (uncentred PCA: the prefixes start as
-the directions of most energy) and is trained through ``torch.nn.utils.parametrizations.orthogonal`` (Cayley map),
-so it stays orthogonal to float precision at every step. It is stored as the model's output rotation with a zero
-mean: ``encode``, the grid, ONNX, the standard folders and sentence-transformers (a stock Dense module) apply it.
-It trains on cached vectors: no encoder forward after the first pass, minutes on a CPU.
+the directions of most energy; or ITQ-balanced variants of it, :func:`initial_rotation`) and is trained through
+``torch.nn.utils.parametrizations.orthogonal`` (Cayley map), so it stays orthogonal to float precision at every step.
+It is stored as the model's output rotation with a zero mean: ``encode``, the grid, ONNX, the standard folders and
+sentence-transformers (a stock Dense module) apply it. It trains on cached vectors: no encoder forward after the
+first pass, minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from torch import nn
 
 from .rotation import pooled_vectors
 
-ADAPTOR_INITS = ("pca", "identity")
+ADAPTOR_INITS = ("pca", "identity", "itq", "nested_itq")
+ITQ_ITERATIONS = 50
 
 
 @dataclass
@@ -39,6 +41,7 @@ class AdaptorSettings:
     binary_dims: list[int] = field(default_factory=list)  # prefixes whose soft sign bits are in the loss
     binary_weight: float = 1.0
     binary_scale: float = 1.0  # soft bits tanh(y * sqrt(d) / binary_scale)
+    binary_relation: str = "symmetric"  # soft bits against soft bits, or "asymmetric": float rows against soft bits
     init: str = "pca"
     steps: int = 400
     batch_size: int = 512
@@ -57,6 +60,8 @@ class AdaptorSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
                 raise ValueError(f"adaptor {name} must be a finite number > 0, got {value!r}")
+        if self.binary_relation not in ("symmetric", "asymmetric"):
+            raise ValueError(f"adaptor binary_relation must be symmetric or asymmetric, got {self.binary_relation!r}")
         if not 0 <= self.binary_weight < float("inf"):
             raise ValueError(f"adaptor binary_weight must be a finite number >= 0, got {self.binary_weight!r}")
 
@@ -71,11 +76,49 @@ def second_moment_rotation(vectors: torch.Tensor) -> torch.Tensor:
     return matrix * torch.where(signs == 0, 1.0, signs)
 
 
-def _relation_kl(target: torch.Tensor, vectors: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(target rows || softmax of the in-batch cosines of ``vectors`` / temperature), self-pairs left out."""
+def itq_rotation(vectors: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Iterative quantization (Gong & Lazebnik, 2011): the orthogonal R minimising ||sign(X R) - X R||, from a random
+    orthogonal start; sign bits of ``X @ R`` then carry balanced shares of X's energy. (D, D) float64."""
+    x = vectors.to(torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    rotation = torch.linalg.qr(torch.randn(x.shape[1], x.shape[1], generator=generator, dtype=torch.float64))[0]
+    for _ in range(ITQ_ITERATIONS):
+        u, _, vh = torch.linalg.svd(x.T @ torch.sign(x @ rotation))
+        rotation = u @ vh
+    return rotation
+
+
+def initial_rotation(vectors: torch.Tensor, init: str, blocks: list[int], seed: int = 0) -> torch.Tensor:
+    """The adaptor's start: ``pca`` (:func:`second_moment_rotation`), ``identity``, ``itq`` (PCA then ITQ over the
+    full width) or ``nested_itq`` (PCA, then ITQ inside each block of PCA directions between consecutive
+    ``blocks`` boundaries: every prefix ending at a boundary spans the same directions as PCA's, with balanced
+    sign bits inside each block)."""
+    hidden = vectors.shape[1]
+    if init == "identity":
+        return torch.eye(hidden, dtype=torch.float64)
+    pca = second_moment_rotation(vectors)
+    if init == "pca":
+        return pca
+    projected = vectors.to(torch.float64) @ pca
+    if init == "itq":
+        return pca @ itq_rotation(projected, seed)
+    inner = torch.zeros(hidden, hidden, dtype=torch.float64)
+    edges = [0, *sorted({b for b in blocks if 0 < b < hidden}), hidden]
+    for start, stop in zip(edges, edges[1:], strict=False):
+        block = slice(start, stop)
+        inner[block, block] = itq_rotation(projected[:, block], seed) if stop - start > 1 else torch.ones(1, 1)
+    return pca @ inner
+
+
+def _relation_kl(
+    target: torch.Tensor, vectors: torch.Tensor, temperature: float, queries: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL(target rows || softmax of the in-batch cosines of ``queries`` (default ``vectors``) against ``vectors`` /
+    temperature), self-pairs left out."""
     unit = nn.functional.normalize(vectors, dim=-1)
+    rows = unit if queries is None else nn.functional.normalize(queries, dim=-1)
     mask = torch.eye(len(unit), dtype=torch.bool, device=unit.device)
-    logits = (unit @ unit.T / temperature).masked_fill(mask, float("-inf"))
+    logits = (rows @ unit.T / temperature).masked_fill(mask, float("-inf"))
     log_student = torch.log_softmax(logits, dim=-1).masked_fill(mask, 0.0)
     return nn.functional.kl_div(log_student, target, reduction="batchmean")
 
@@ -88,7 +131,8 @@ def adaptor_loss(z: torch.Tensor, y: torch.Tensor, settings: AdaptorSettings, di
     loss = sum(_relation_kl(target, y[:, :d], settings.temperature) for d in dims)
     for d in settings.binary_dims:
         bits = torch.tanh(y[:, :d] * d**0.5 / settings.binary_scale)
-        loss = loss + settings.binary_weight * _relation_kl(target, bits, settings.temperature)
+        queries = y[:, :d] if settings.binary_relation == "asymmetric" else None
+        loss = loss + settings.binary_weight * _relation_kl(target, bits, settings.temperature, queries)
     return loss
 
 
@@ -101,7 +145,9 @@ def fit_adaptor(vectors: torch.Tensor, settings: AdaptorSettings, dims: list[int
     if bad:
         raise ValueError(f"adaptor dims must lie in 1..{hidden}, got {bad}")
     generator = torch.Generator().manual_seed(settings.seed)
-    start = second_moment_rotation(vectors) if settings.init == "pca" else torch.eye(hidden, dtype=torch.float64)
+    start = initial_rotation(vectors, settings.init, dims, settings.seed)
+    if settings.steps == 0:
+        return start
     linear = nn.Linear(hidden, hidden, bias=False)
     nn.utils.parametrizations.orthogonal(linear, orthogonal_map="cayley")
     with torch.no_grad():
