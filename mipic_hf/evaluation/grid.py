@@ -275,6 +275,7 @@ def evaluate_grid(
     calibration_texts: list[str] | None = None,
     exclude_pairs: set[tuple[str, str]] | None = None,
     encode_fn: Callable[[list[str], list[int]], Mapping[int, Any]] | None = None,
+    calibration_mode: str = "coordinate",
 ) -> dict[str, Any]:
     """Score ``model`` on every task at every (exit layer, dimension[, precision]) of the grid.
 
@@ -302,6 +303,9 @@ def evaluate_grid(
             default float32 only). int8 / uint8 need ranges: the model's, else ``calibration_texts``'.
         calibration_texts: training texts the int8 / uint8 ranges are computed from when the model holds none
             for the grid's budgets (never evaluation text).
+        calibration_mode: how ranges are computed from ``calibration_texts``: ``coordinate`` (each coordinate's
+            min and max, sentence-transformers' way) or ``shared`` (one min and max per budget;
+            :func:`~mipic_hf.evaluation.precision.calibration_ranges`).
         exclude_pairs: normalised training pairs (``mipic_hf.data.overlap.training_pairs``); evaluation examples
             among them are dropped and counted.
         encode_fn: ``encode_fn(texts, layers) -> {layer: (N, hidden) array}``, the full-width vectors
@@ -349,8 +353,8 @@ def evaluate_grid(
     if calibrated:
         if ranges is None:
             full = {k: np.asarray(v, dtype=np.float32) for k, v in encode_fn(list(calibration_texts), layers).items()}
-            ranges = calibration_ranges(full, dims, _normalizes(model))
-            results["calibration"] = {"source": "texts", "num_texts": len(calibration_texts)}
+            ranges = calibration_ranges(full, dims, _normalizes(model), calibration_mode)
+            results["calibration"] = {"source": "texts", "num_texts": len(calibration_texts), "mode": calibration_mode}
         else:
             results["calibration"] = {"source": "model"}
     bar = tqdm(total=len(tasks) * len(layers), desc="Matryoshka eval", disable=not show_progress_bar)

@@ -94,16 +94,28 @@ def sample_texts(texts: Iterable[str], limit: int | None, seed: int = 0) -> list
     return unique
 
 
+CALIBRATION_MODES = ("coordinate", "shared")
+
+
 def calibration_ranges(
-    full_by_layer: Mapping[int, np.ndarray], dims: Iterable[int], normalize: bool
+    full_by_layer: Mapping[int, np.ndarray], dims: Iterable[int], normalize: bool, mode: str = "coordinate"
 ) -> dict[tuple[int, int], np.ndarray]:
-    """Per (layer, dim): the (2, dim) per-coordinate min and max of the budget's vectors (:func:`budget_view`)
-    of the calibration texts, from their full-width vectors at each layer."""
+    """Per (layer, dim): the (2, dim) ranges of the budget's vectors (:func:`budget_view`) of the calibration texts,
+    from their full-width vectors at each layer.
+
+    ``coordinate`` (sentence-transformers' calibration): each coordinate's own min and max, so every coordinate gets
+    all 256 codes and the codes' cosine weighs a low-variance coordinate like a high-variance one. ``shared``: one
+    min and max over every coordinate of the budget, repeated, so the codes keep the coordinates' relative scales
+    (what a rotated, PCA-ordered vector needs). Both are (2, dim) arrays that ``quantize_embeddings`` takes as is.
+    """
+    if mode not in CALIBRATION_MODES:
+        raise ValueError(f"calibration mode must be one of {', '.join(CALIBRATION_MODES)}, got {mode!r}")
     ranges = {}
     for layer, full in full_by_layer.items():
         for dim in dims:
             view = budget_view(full, dim, normalize)
-            ranges[(int(layer), int(dim))] = np.stack([view.min(axis=0), view.max(axis=0)])
+            low, high = (view.min(axis=0), view.max(axis=0)) if mode == "coordinate" else (view.min(), view.max())
+            ranges[(int(layer), int(dim))] = np.stack([np.broadcast_to(low, (dim,)), np.broadcast_to(high, (dim,))])
     return ranges
 
 

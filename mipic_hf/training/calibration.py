@@ -20,9 +20,10 @@ from ..evaluation.precision import calibration_ranges
 
 @torch.no_grad()
 def fit_quantization_ranges(
-    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64
+    model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, mode: str = "coordinate"
 ) -> dict[tuple[int, int], np.ndarray]:
-    """Compute and store the ranges of every trained budget (``config.quantization_ranges`` becomes true)."""
+    """Compute and store the ranges of every trained budget (``config.quantization_ranges`` becomes true);
+    ``mode``: ``coordinate`` or ``shared`` (:func:`mipic_hf.evaluation.precision.calibration_ranges`)."""
     if len(texts) < 2:
         raise ValueError("calibrating int8 ranges needs at least 2 texts")
     layers = list(model.config.matryoshka_layers)
@@ -31,6 +32,7 @@ def fit_quantization_ranges(
         {layer: v.cpu().numpy() for layer, v in full.items()},
         model.config.matryoshka_dimensions,
         model.config.normalize,
+        mode,
     )
     model.set_quantization_ranges({key: torch.from_numpy(value) for key, value in found.items()})
     return found

@@ -1,0 +1,248 @@
+"""Issue 28, screen 1: post-hoc tools on the frozen base model (all-MiniLM-L6-v2), chosen on dev data only.
+
+    MIPIC_DATA_DIR=../shared/data python benchmarks/adaptor_screen.py run --split validation --candidates ... --seeds 42
+    python benchmarks/adaptor_screen.py report --split validation
+
+Every candidate keeps the backbone frozen and changes only what is stored: an orthogonal output map of the pooled
+vector (``mipic_hf.training.adaptor``, none for ``base*``) and how int8 ranges are calibrated (per coordinate, as
+sentence-transformers does, or ``shared``: one min and max per budget). So each is scored from one encoding of the
+base model (``frontier.py``'s pooled-vector cache) through the project's evaluator (``evaluate_grid`` with an
+``encode_fn``): SciFact (validation = its train claims) and STS-B dev, exits 2, 4, 6, every dim, float32 / int8 /
+binary / binary with rescoring. The adaptor trains on the distinct sentences of the training sets in the data folder
+(STS-B train, the SNLI triplets, TREC and Banking77 train; never an evaluation split); int8 ranges on 2,000 of them.
+
+The rule (``select``), written before any run: a candidate is eligible when, on SciFact dev at the last exit, its
+best score within every byte budget of BUDGETS is at least the base's minus TOLERANCE, and its STS-B dev Spearman at
+the last exit is at least the base's minus TOLERANCE at every dim (lose nothing); among the eligible, the largest
+mean gain over the base across the scarce budgets (SCARCE, <= 64 bytes) wins, averaged over the seeds run. None is
+picked when none is eligible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import numpy as np  # noqa: E402
+from frontier import LAYERS, RUNS, PooledCache, load_model  # noqa: E402
+from provenance import provenance  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "adaptor"
+CACHE = RUNS / "cache" / "untrained_seed0.safetensors"
+TRAIN_SETS = {"stsb": ["sentence1", "sentence2"], "snli": ["anchor", "positive", "negative"], "trec": ["text"]}
+TRAIN_SETS["banking77"] = ["text"]
+BUDGETS = [8, 16, 32, 48, 64, 128, 256, 384, 768, 1536]
+SCARCE = [8, 16, 32, 48, 64]
+TOLERANCE = 0.1
+PRECISIONS = ["float32", "int8", "binary", "binary_rescore"]
+DIMS = [8, 16, 32, 64, 128, 256, 384]
+# name -> (adaptor settings or None, int8 calibration mode); written before the runs
+CANDIDATES: dict[str, tuple[dict | None, str]] = {
+    "base": (None, "coordinate"),
+    "base_shared": (None, "shared"),
+    "adaptor": ({}, "shared"),
+    "adaptor_bits": ({"binary_dims": [64, 128, 256, 384]}, "shared"),
+    "adaptor_bits_w3": ({"binary_dims": [64, 128, 256, 384], "binary_weight": 3.0}, "shared"),
+    "adaptor_bits_identity": ({"binary_dims": [64, 128, 256, 384], "init": "identity"}, "shared"),
+    "adaptor_coordinate": ({}, "coordinate"),
+    # screen 2 (after screen 1's table: the adaptors gain at 8-32 B and lose at 48-128 B, where the best cell is
+    # binary at full width): sign bits balanced by ITQ, over the full width or inside each block of PCA directions
+    # between trained dims (closed form: steps 0), and the adaptor trained from them, the bits' relation taken as the
+    # rescoring takes it (the float query against the bits)
+    "itq": ({"init": "itq", "steps": 0}, "shared"),
+    "nested_itq": ({"init": "nested_itq", "steps": 0}, "shared"),
+    "nested_itq_adaptor": (
+        {"init": "nested_itq", "binary_dims": [128, 256, 384], "binary_relation": "asymmetric"},
+        "shared",
+    ),
+    "itq_adaptor_small": (
+        {"init": "itq", "dims": [8, 16, 32, 64], "binary_dims": [384], "binary_relation": "asymmetric"},
+        "shared",
+    ),
+}
+
+
+def training_texts() -> list[str]:
+    """The distinct sentences of TRAIN_SETS' train splits, in that order."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.evaluation.precision import sample_texts
+
+    texts: list[str] = []
+    for name, columns in TRAIN_SETS.items():
+        data = load_benchmark(name, split="train")
+        texts += [t for c in columns for t in data[c]]
+    return sample_texts(texts, None)
+
+
+def preloaded_cache(model: object, tokenizer: object) -> PooledCache:
+    """frontier.py's cache of the base model, read from its files (it encoded SciFact, STS-B and the rest)."""
+    from safetensors.numpy import load_file
+
+    cache = PooledCache(model, tokenizer)
+    texts = json.loads(CACHE.with_suffix(".json").read_text(encoding="utf-8"))
+    arrays = load_file(str(CACHE))
+    for layer in LAYERS:
+        cache.vectors[layer].update(zip(texts, arrays[f"L{layer}"], strict=True))
+    return cache
+
+
+def fit(name: str, cache: PooledCache, texts: list[str], seed: int) -> np.ndarray | None:
+    import torch
+
+    from mipic_hf.training.adaptor import AdaptorSettings, fit_adaptor
+
+    spec = CANDIDATES[name][0]
+    if spec is None:
+        return None
+    settings = AdaptorSettings(**spec, seed=seed)
+    vectors = torch.from_numpy(cache.raw(texts, [LAYERS[-1]])[LAYERS[-1]])
+    return fit_adaptor(vectors, settings, settings.dims or DIMS[:-1]).numpy().astype(np.float32)
+
+
+def raw_file(split: str, name: str, seed: int) -> Path:
+    return RESULTS / split / name / f"seed{0 if CANDIDATES[name][0] is None else seed}.json"
+
+
+def run(names: list[str], seeds: list[int], split: str) -> None:
+    import quality
+
+    from mipic_hf.evaluation.grid import evaluate_grid
+    from mipic_hf.evaluation.precision import sample_texts
+
+    model, tokenizer = load_model(quality.minilm_path())
+    cache = preloaded_cache(model, tokenizer)
+    texts = training_texts()
+    calibration = sample_texts(texts, 2000)
+    cache.raw(texts, LAYERS)  # the new training sentences, once
+    for seed in seeds:
+        for name in names:
+            target = raw_file(split, name, seed)
+            if target.is_file():
+                continue
+            start = time.time()
+            matrix = fit(name, cache, texts, seed)
+            rotation = None if matrix is None else (np.zeros(matrix.shape[0], dtype=np.float32), matrix)
+            results = evaluate_grid(
+                model,
+                tokenizer,
+                ["scifact", "stsb"],
+                layers=LAYERS,
+                split=split,
+                precisions=PRECISIONS,
+                calibration_texts=calibration,
+                calibration_mode=CANDIDATES[name][1],
+                encode_fn=cache.encoder(rotation),
+                model_name=name,
+                show_progress_bar=False,
+            )
+            record = provenance(
+                candidate=name,
+                spec={"adaptor": CANDIDATES[name][0], "calibration_mode": CANDIDATES[name][1]},
+                seed=seed,
+                training_texts={"sets": list(TRAIN_SETS), "count": len(texts)},
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "x", encoding="utf-8") as f:
+                json.dump({"provenance": record, "results": results}, f, indent=1)
+            print(f"{name} seed {seed} {split}: {time.time() - start:.0f} s", flush=True)
+
+
+def load(split: str) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for name in CANDIDATES:
+        for path in sorted((RESULTS / split / name).glob("seed*.json")):
+            found.setdefault(name, []).append(json.loads(path.read_text())["results"])
+    return found
+
+
+def frontier_row(run_: dict) -> list[float]:
+    from mipic_hf.evaluation.frontier import best_within, cells
+
+    found = cells(run_, "scifact")
+    return [best_within(found, b, LAYERS[-1]).score for b in BUDGETS]
+
+
+def sts_row(run_: dict) -> list[float]:
+    from mipic_hf.evaluation.grid import main_score
+
+    return [main_score(run_, "stsb", LAYERS[-1], d) for d in DIMS]
+
+
+def mean_rows(rows: list[list[float]]) -> list[float]:
+    return [statistics.mean(col) for col in zip(*rows, strict=True)]
+
+
+def select(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bool, float]]]:
+    """The rule of the module docstring: (the pick or None, {candidate: (eligible, mean scarce gain)})."""
+    base_front = mean_rows([frontier_row(r) for r in found["base"]])
+    base_sts = mean_rows([sts_row(r) for r in found["base"]])
+    verdicts = {}
+    for name, runs in found.items():
+        front, sts = mean_rows([frontier_row(r) for r in runs]), mean_rows([sts_row(r) for r in runs])
+        eligible = all(c >= b - TOLERANCE for c, b in zip(front, base_front, strict=True)) and all(
+            c >= b - TOLERANCE for c, b in zip(sts, base_sts, strict=True)
+        )
+        gain = statistics.mean(
+            c - b for c, b, budget in zip(front, base_front, BUDGETS, strict=True) if budget in SCARCE
+        )
+        verdicts[name] = (eligible, round(gain, 2))
+    picks = [n for n, (ok, _) in verdicts.items() if ok and n != "base"]
+    return (max(picks, key=lambda n: verdicts[n][1]) if picks else None), verdicts
+
+
+def report(split: str) -> None:
+    found = load(split)
+    print(f"\nscifact ({split}), exit layer 6: best nDCG@10 x100 within B bytes, mean over seeds (n)\n")
+    print("| candidate (n) | " + " | ".join(f"{b} B" for b in BUDGETS) + " |")
+    print("|---|" + "---|" * len(BUDGETS))
+    for name, runs in found.items():
+        print(
+            f"| {name} ({len(runs)}) | "
+            + " | ".join(f"{v:.2f}" for v in mean_rows([frontier_row(r) for r in runs]))
+            + " |"
+        )
+    print(f"\nstsb ({split}, clean), exit layer 6: Spearman x100, float32, mean over seeds (n)\n")
+    print("| candidate (n) | " + " | ".join(map(str, DIMS)) + " |")
+    print("|---|" + "---|" * len(DIMS))
+    for name, runs in found.items():
+        print(
+            f"| {name} ({len(runs)}) | " + " | ".join(f"{v:.2f}" for v in mean_rows([sts_row(r) for r in runs])) + " |"
+        )
+    if split == "validation" and "base" in found:
+        pick, verdicts = select(found)
+        print("\n| candidate | eligible (lose nothing, tolerance 0.1) | mean gain at <= 64 B |\n|---|---|---|")
+        for name, (ok, gain) in verdicts.items():
+            print(f"| {name} | {'yes' if ok else 'no'} | {gain:+.2f} |")
+        print(f"\nrule (select) picks: {pick}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    r.add_argument("--seeds", nargs="+", type=int, default=[42])
+    r.add_argument("--split", default="validation", choices=["validation", "test"])
+    p = sub.add_parser("report")
+    p.add_argument("--split", default="validation", choices=["validation", "test"])
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.candidates, args.seeds, args.split)
+    else:
+        report(args.split)
+
+
+if __name__ == "__main__":
+    main()
