@@ -16,6 +16,13 @@ best score within every byte budget of BUDGETS is at least the base's minus TOLE
 the last exit is at least the base's minus TOLERANCE at every dim (lose nothing); among the eligible, the largest
 mean gain over the base across the scarce budgets (SCARCE, <= 64 bytes) wins, averaged over the seeds run. None is
 picked when none is eligible.
+
+Screen 3 (``calibration``, after the frontier of issue 27 showed every rotated row losing in int8): the same
+two calibrations on the models the project trains, scored from their cached encodings (``frontier.py``), int8
+ranges from 2,000 of each row's own training sentences. Its rule (``select_calibration``, written before its runs):
+``shared`` becomes the default calibration when, for every row of CALIBRATION_ROWS (mean over its seeds), no int8
+cell at the last exit (every dim, SciFact dev nDCG@10 and STS-B dev Spearman) is more than TOLERANCE below
+``coordinate``'s, and the mean over those cells gains.
 """
 
 from __future__ import annotations
@@ -74,6 +81,11 @@ CANDIDATES: dict[str, tuple[dict | None, str]] = {
 }
 
 
+# screen 3: row -> the frontier.py method whose trained models (seeds 42, 43, 44) are scored (None: the base)
+CALIBRATION_ROWS = {"untrained": None, "t_final": "t_final", "snli_t_final": "snli_t_final"}
+CALIBRATION_SEEDS = [42, 43, 44]
+
+
 def training_texts() -> list[str]:
     """The distinct sentences of TRAIN_SETS' train splits, in that order."""
     from mipic_hf.data import load_benchmark
@@ -86,13 +98,13 @@ def training_texts() -> list[str]:
     return sample_texts(texts, None)
 
 
-def preloaded_cache(model: object, tokenizer: object) -> PooledCache:
-    """frontier.py's cache of the base model, read from its files (it encoded SciFact, STS-B and the rest)."""
+def preloaded_cache(model: object, tokenizer: object, path: Path = CACHE) -> PooledCache:
+    """frontier.py's cache of a model, read from its files (it encoded SciFact, STS-B and the rest)."""
     from safetensors.numpy import load_file
 
     cache = PooledCache(model, tokenizer)
-    texts = json.loads(CACHE.with_suffix(".json").read_text(encoding="utf-8"))
-    arrays = load_file(str(CACHE))
+    texts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    arrays = load_file(str(path))
     for layer in LAYERS:
         cache.vectors[layer].update(zip(texts, arrays[f"L{layer}"], strict=True))
     return cache
@@ -157,6 +169,81 @@ def run(names: list[str], seeds: list[int], split: str) -> None:
             with open(target, "x", encoding="utf-8") as f:
                 json.dump({"provenance": record, "results": results}, f, indent=1)
             print(f"{name} seed {seed} {split}: {time.time() - start:.0f} s", flush=True)
+
+
+def calibration_file(split: str, row: str, mode: str, seed: int) -> Path:
+    return RESULTS / split / "calibration" / f"{row}_{mode}" / f"seed{seed}.json"
+
+
+def run_calibration(split: str) -> None:
+    """Screen 3: each row of CALIBRATION_ROWS, each seed, scored with both calibrations from its cached encoding."""
+    import frontier
+    import quality
+
+    from mipic_hf.evaluation.grid import evaluate_grid
+    from mipic_hf.evaluation.precision import sample_texts
+
+    for row, method in CALIBRATION_ROWS.items():
+        for seed in [0] if method is None else CALIBRATION_SEEDS:
+            path = quality.minilm_path() if method is None else str(frontier.model_path(method, seed))
+            model, tokenizer = load_model(path)
+            cached = RUNS / "cache" / f"{method or 'untrained'}_seed{seed}.safetensors"
+            cache = preloaded_cache(model, tokenizer, cached)
+            calibration = sample_texts(frontier.training_texts(frontier.protocol(method)), 2000)
+            for mode in ["coordinate", "shared"]:
+                target = calibration_file(split, row, mode, seed)
+                if target.is_file():
+                    continue
+                results = evaluate_grid(
+                    model, tokenizer, ["scifact", "stsb"], layers=LAYERS, split=split, precisions=PRECISIONS,
+                    calibration_texts=calibration, calibration_mode=mode, encode_fn=cache.encoder(None),
+                    exclude_pairs=frontier.excluded_pairs(), model_name=row, show_progress_bar=False,
+                )  # fmt: skip
+                record = provenance(row=row, method=method, seed=seed, calibration_mode=mode, calibration_texts=2000)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "x", encoding="utf-8") as f:
+                    json.dump({"provenance": record, "results": results}, f, indent=1)
+                print(f"{row} {mode} seed {seed} {split}", flush=True)
+
+
+def int8_cells(run_: dict) -> list[float]:
+    """The int8 scores at the last exit, every dim: SciFact nDCG@10, then STS-B Spearman (x100)."""
+    from mipic_hf.evaluation.grid import main_score
+
+    return [main_score(run_, task, LAYERS[-1], d, "int8") for task in ["scifact", "stsb"] for d in DIMS]
+
+
+def select_calibration(split: str) -> tuple[bool, dict[str, tuple[float, float]]]:
+    """Screen 3's rule: (shared becomes the default, {row: (worst cell change, mean cell change)})."""
+    verdicts = {}
+    for row in CALIBRATION_ROWS:
+        by_mode = {}
+        for mode in ["coordinate", "shared"]:
+            files = sorted((RESULTS / split / "calibration" / f"{row}_{mode}").glob("seed*.json"))
+            by_mode[mode] = mean_rows([int8_cells(json.loads(f.read_text())["results"]) for f in files])
+        change = [s - c for s, c in zip(by_mode["shared"], by_mode["coordinate"], strict=True)]
+        verdicts[row] = (round(min(change), 2), round(statistics.mean(change), 2))
+    adopt = all(worst >= -TOLERANCE and mean > 0 for worst, mean in verdicts.values())
+    return adopt, verdicts
+
+
+def calibration_report(split: str) -> None:
+    print(f"\nint8 at exit layer 6, {split}: SciFact nDCG@10 / STS-B Spearman x100 per dim, mean over seeds (n)\n")
+    print("| row, calibration (n) | " + " | ".join(f"SciFact {d}" for d in DIMS) + " | "
+          + " | ".join(f"STS-B {d}" for d in DIMS) + " |")  # fmt: skip
+    print("|---|" + "---|" * 2 * len(DIMS))
+    for row in CALIBRATION_ROWS:
+        for mode in ["coordinate", "shared"]:
+            files = sorted((RESULTS / split / "calibration" / f"{row}_{mode}").glob("seed*.json"))
+            if files:
+                cells_ = mean_rows([int8_cells(json.loads(f.read_text())["results"]) for f in files])
+                print(f"| {row}, {mode} ({len(files)}) | " + " | ".join(f"{v:.2f}" for v in cells_) + " |")
+    if split == "validation":
+        adopt, verdicts = select_calibration(split)
+        print("\n| row | worst int8 cell, shared - coordinate | mean int8 cell change |\n|---|---|---|")
+        for row, (worst, mean) in verdicts.items():
+            print(f"| {row} | {worst:+.2f} | {mean:+.2f} |")
+        print(f"\nrule (select_calibration): shared becomes the default: {'yes' if adopt else 'no'}")
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -237,9 +324,15 @@ def main() -> None:
     r.add_argument("--split", default="validation", choices=["validation", "test"])
     p = sub.add_parser("report")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
+    for name in ["calibration", "calibration-report"]:
+        sub.add_parser(name).add_argument("--split", default="validation", choices=["validation", "test"])
     args = parser.parse_args()
     if args.command == "run":
         run(args.candidates, args.seeds, args.split)
+    elif args.command == "calibration":
+        run_calibration(args.split)
+    elif args.command == "calibration-report":
+        calibration_report(args.split)
     else:
         report(args.split)
 
