@@ -4,6 +4,7 @@ frontier."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -22,6 +23,7 @@ from mipic_hf.evaluation.grid import drop_training_examples, evaluate_grid, main
 from mipic_hf.evaluation.precision import searchable
 from mipic_hf.evaluation.report import safe_name
 from mipic_hf.evaluation.retrieval import _merge, exact_search, ranking_metrics
+from mipic_hf.training.calibration import fit_quantization_ranges
 
 WORDS = "cat dog bird fish tree car road house river sky sun moon blue red green big small fast slow rain".split()
 
@@ -188,8 +190,24 @@ def test_int8_cells_need_ranges_before_any_work(tiny, beir: Path) -> None:
         calibration_texts=["a cat", "the red car on the road", "rain"],
         show_progress_bar=False,
     )
-    assert results["calibration"] == {"source": "texts", "num_texts": 3}
+    assert results["calibration"] == {"source": "texts", "num_texts": 3, "mode": "coordinate"}
     assert 0 <= main_score(results, str(beir), 2, 16, "int8") <= 100
+
+
+def test_calibration_texts_win_over_the_models_stored_ranges(tiny, beir: Path) -> None:
+    """Given texts calibrate the cells even when the model stores ranges (an ``encode_fn`` may change the vectors);
+    without texts the stored ranges are used."""
+    model, tokenizer = copy.deepcopy(tiny[0]), tiny[1]
+    texts = ["a cat", "the red car on the road", "rain"]
+    grid = {"dims": [16], "layers": [2], "precisions": ["int8"], "show_progress_bar": False}
+    from_texts = evaluate_grid(model, tokenizer, [str(beir)], calibration_texts=texts, **grid)
+    fit_quantization_ranges(model, tokenizer, ["one long sentence about nothing at all", "x"], mode="shared")
+    stored = evaluate_grid(model, tokenizer, [str(beir)], **grid)
+    again = evaluate_grid(model, tokenizer, [str(beir)], calibration_texts=texts, **grid)
+    assert stored["calibration"] == {"source": "model"}
+    assert again["calibration"] == from_texts["calibration"]
+    assert again["tasks"] == from_texts["tasks"]
+    assert stored["tasks"] != from_texts["tasks"]
 
 
 # ----- clean evaluation ---------------------------------------------------------------------------------------

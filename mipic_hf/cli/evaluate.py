@@ -8,12 +8,12 @@ MODEL_DIR is a folder written by ``MatryoshkaModel.save_pretrained`` (loaded wit
 ``AutoModel.from_pretrained(..., trust_remote_code=True)``) or a plain backbone / sentence-transformers folder,
 which is wrapped with ``MatryoshkaModel.from_backbone`` (the baseline a user starts from). A task is a benchmark
 name or the path of a BEIR folder (retrieval). Every (layer, dim) is scored at each ``--precisions``; int8 / uint8
-use the model's calibrated ranges, else ranges calibrated on ``--calibration_data`` (training text: a benchmark's
-train split or a .txt file, one text per line). ``--exclude_training_data`` drops the evaluation pairs and queries
-that are training pairs of the named benchmark's train split. Writes ``eval_results.json``, ``eval_results.md`` and
-three PNGs per task (score vs dim, heatmap, score per byte) into ``--output_dir`` (default ``MODEL_DIR/eval``), then
-prints the tables, a line per dimension and, per task, the smallest budget within ``1 - --target`` of the full
-model.
+use ranges calibrated on ``--calibration_data`` when given (training text: a benchmark's train split or a .txt
+file, one text per line), else the model's stored ranges. ``--exclude_training_data`` drops the evaluation pairs
+and queries that are training pairs of the named benchmark's train split. Writes ``eval_results.json``,
+``eval_results.md`` and three PNGs per task (score vs dim, heatmap, score per byte) into ``--output_dir``
+(default ``MODEL_DIR/eval``), then prints the tables, a line per dimension and, per task, the smallest budget within
+``1 - --target`` of the full model.
 """
 
 from __future__ import annotations

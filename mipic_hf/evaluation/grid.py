@@ -300,9 +300,10 @@ def evaluate_grid(
         sample_seed: seed of the ``max_samples`` subsets.
         split: the split scored ("test"; "validation" to choose settings without touching the test sets).
         precisions: the storage precisions scored (:data:`~mipic_hf.evaluation.precision.GRID_PRECISIONS`;
-            default float32 only). int8 / uint8 need ranges: the model's, else ``calibration_texts``'.
-        calibration_texts: training texts the int8 / uint8 ranges are computed from when the model holds none
-            for the grid's budgets (never evaluation text).
+            default float32 only). int8 / uint8 need ranges: ``calibration_texts``', else the model's.
+        calibration_texts: training texts the int8 / uint8 ranges are computed from (never evaluation text); when
+            given they are used even if the model stores ranges (e.g. ``encode_fn`` changes the vectors), and
+            without them the model's stored ranges are.
         calibration_mode: how ranges are computed from ``calibration_texts``: ``coordinate`` (each coordinate's
             min and max, sentence-transformers' way) or ``shared`` (one min and max per budget;
             :func:`~mipic_hf.evaluation.precision.calibration_ranges`).
@@ -328,7 +329,7 @@ def evaluate_grid(
     ):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
     calibrated = [p for p in precisions if p in ("int8", "uint8")]
-    ranges = model_ranges(model, layers, dims) if calibrated else None
+    ranges = model_ranges(model, layers, dims) if calibrated and not calibration_texts else None
     if calibrated and ranges is None and not calibration_texts:
         raise ValueError(
             f"precisions {', '.join(calibrated)} need int8 ranges: the model holds none for every (layer, dim) of "

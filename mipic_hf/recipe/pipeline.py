@@ -91,8 +91,8 @@ def eval_budgets(plan: Plan) -> tuple[list[int], list[int]]:
 def score(
     plan: Plan, model: Any, tokenizer: Any, texts: list[str] | None, exclude: set[tuple[str, str]] | None
 ) -> dict[str, Any]:
-    """The evaluation grid of ``model`` on the recipe's tasks, precisions and clean splits (int8 ranges: the
-    model's when it holds them, else calibrated on ``texts``)."""
+    """The evaluation grid of ``model`` on the recipe's tasks, precisions and clean splits (int8 ranges:
+    calibrated on ``texts`` when given, else the model's)."""
     from ..evaluation.grid import evaluate_grid
 
     e = plan.eval_args
@@ -216,7 +216,8 @@ def evaluate(plan: Plan, model: Any, tokenizer: Any, base_results: dict[str, Any
     entries."""
     from ..evaluation.report import summary_lines, write_outputs
 
-    results = score(plan, model, tokenizer, calibration_texts(plan), excluded_pairs(plan))
+    stored = bool(getattr(model.config, "quantization_ranges", False))  # calibrated after training: use them
+    results = score(plan, model, tokenizer, None if stored else calibration_texts(plan), excluded_pairs(plan))
     if base_results is not None:
         results["base"] = {"model": plan.backbone_path, "tasks": base_results["tasks"]}
     outputs = write_outputs(results, out / "eval")
