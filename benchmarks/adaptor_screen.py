@@ -98,18 +98,6 @@ def training_texts() -> list[str]:
     return sample_texts(texts, None)
 
 
-def preloaded_cache(model: object, tokenizer: object, path: Path = CACHE) -> PooledCache:
-    """frontier.py's cache of a model, read from its files (it encoded SciFact, STS-B and the rest)."""
-    from safetensors.numpy import load_file
-
-    cache = PooledCache(model, tokenizer)
-    texts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    arrays = load_file(str(path))
-    for layer in LAYERS:
-        cache.vectors[layer].update(zip(texts, arrays[f"L{layer}"], strict=True))
-    return cache
-
-
 def fit(name: str, cache: PooledCache, texts: list[str], seed: int) -> np.ndarray | None:
     import torch
 
@@ -134,7 +122,7 @@ def run(names: list[str], seeds: list[int], split: str) -> None:
     from mipic_hf.evaluation.precision import sample_texts
 
     model, tokenizer = load_model(quality.minilm_path())
-    cache = preloaded_cache(model, tokenizer)
+    cache = PooledCache(model, tokenizer).load(CACHE)  # frontier.py encoded SciFact, STS-B and the rest
     texts = training_texts()
     calibration = sample_texts(texts, 2000)
     cache.raw(texts, LAYERS)  # the new training sentences, once
@@ -187,8 +175,7 @@ def run_calibration(split: str) -> None:
         for seed in [0] if method is None else CALIBRATION_SEEDS:
             path = quality.minilm_path() if method is None else str(frontier.model_path(method, seed))
             model, tokenizer = load_model(path)
-            cached = RUNS / "cache" / f"{method or 'untrained'}_seed{seed}.safetensors"
-            cache = preloaded_cache(model, tokenizer, cached)
+            cache = PooledCache(model, tokenizer).load(frontier.cache_file(method, seed))
             calibration = sample_texts(frontier.training_texts(frontier.protocol(method)), 2000)
             for mode in ["coordinate", "shared"]:
                 target = calibration_file(split, row, mode, seed)

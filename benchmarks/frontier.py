@@ -152,6 +152,17 @@ class PooledCache:
                 self.vectors[layer].update(zip(missing, matrix.cpu().numpy(), strict=True))
         return {layer: np.stack([self.vectors[layer][t] for t in texts]) for layer in layers}
 
+    def load(self, path: Path) -> PooledCache:
+        """Add the vectors :meth:`save` wrote to ``path`` (when it exists): a model is encoded once across runs."""
+        from safetensors.numpy import load_file
+
+        if path.is_file():
+            texts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            arrays = load_file(str(path))
+            for layer in LAYERS:
+                self.vectors[layer].update(zip(texts, arrays[f"L{layer}"], strict=True))
+        return self
+
     def save(self, path: Path) -> None:
         """Every cached text (``path`` with .json) and its pooled vectors per exit (``path``, safetensors: ``L2``,
         ``L4``, ...), for later analysis without encoding again (post-hoc transforms of the pooled vector need
@@ -189,6 +200,10 @@ def fit_rotation(cache: PooledCache, texts: list[str]) -> tuple[np.ndarray, np.n
     return mean.float().numpy(), matrix.float().numpy()
 
 
+def cache_file(method: str | None, seed: int) -> Path:
+    return RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.safetensors"
+
+
 def raw_file(split: str, row: str, seed: int) -> Path:
     return RESULTS / split / row / f"seed{0 if ROWS[row][0] is None else seed}.json"
 
@@ -216,7 +231,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
         return
     path = quality.minilm_path() if method is None else str(model_path(method, seed))
     model, tokenizer = load_model(path)
-    cache = PooledCache(model, tokenizer)
+    cache = PooledCache(model, tokenizer).load(cache_file(method, seed))
     texts = training_texts(protocol(method))
     calibration = sample_texts(texts, CALIBRATION_TEXTS)
     for row in dict.fromkeys(r for r, _ in todo):
@@ -251,7 +266,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
             with open(target, "x", encoding="utf-8") as f:  # never overwrites a raw file
                 json.dump({"provenance": record, "results": results}, f, indent=1)
             print(f"scored {row} seed {seed} {split} in {time.time() - start:.0f} s -> {target}", flush=True)
-    cache.save(RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.safetensors")
+    cache.save(cache_file(method, seed))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
