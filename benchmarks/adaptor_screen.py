@@ -2,6 +2,8 @@
 
     MIPIC_DATA_DIR=../shared/data python benchmarks/adaptor_screen.py run --split validation --candidates ... --seeds 42
     python benchmarks/adaptor_screen.py report --split validation
+    MIPIC_DATA_DIR=../shared/data python benchmarks/adaptor_screen.py calibration --split validation  # screen 3
+    python benchmarks/adaptor_screen.py report --split validation --calibration
 
 Every candidate keeps the backbone frozen and changes only what is stored: an orthogonal output map of the pooled
 vector (``mipic_hf.training.adaptor``, none for ``base*``) and how int8 ranges are calibrated (per coordinate, as
@@ -287,7 +289,7 @@ def report(split: str) -> None:
             + " | ".join(f"{v:.2f}" for v in mean_rows([frontier_row(r) for r in runs]))
             + " |"
         )
-    print(f"\nstsb ({split}, clean), exit layer 6: Spearman x100, float32, mean over seeds (n)\n")
+    print(f"\nstsb ({split}), exit layer 6: Spearman x100, float32, mean over seeds (n)\n")
     print("| candidate (n) | " + " | ".join(map(str, DIMS)) + " |")
     print("|---|" + "---|" * len(DIMS))
     for name, runs in found.items():
@@ -311,14 +313,14 @@ def main() -> None:
     r.add_argument("--split", default="validation", choices=["validation", "test"])
     p = sub.add_parser("report")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
-    for name in ["calibration", "calibration-report"]:
-        sub.add_parser(name).add_argument("--split", default="validation", choices=["validation", "test"])
+    p.add_argument("--calibration", action="store_true", help="screen 3's table and rule instead")
+    sub.add_parser("calibration").add_argument("--split", default="validation", choices=["validation", "test"])
     args = parser.parse_args()
     if args.command == "run":
         run(args.candidates, args.seeds, args.split)
     elif args.command == "calibration":
         run_calibration(args.split)
-    elif args.command == "calibration-report":
+    elif args.calibration:
         calibration_report(args.split)
     else:
         report(args.split)
