@@ -25,6 +25,11 @@ ranges from 2,000 of each row's own training sentences. Its rule (``select_calib
 ``shared`` becomes the default calibration when, for every row of CALIBRATION_ROWS (mean over its seeds), no int8
 cell at the last exit (every dim, SciFact dev nDCG@10 and STS-B dev Spearman) is more than TOLERANCE below
 ``coordinate``'s, and the mean over those cells gains.
+
+Screen 4 (after screen 3's table: shared ranges repair the rotated full width and lose at some middle cells):
+``auto`` calibration, which picks per budget whichever of the two gives int8 cosines closest to the floats' on the
+calibration texts themselves (``mipic_hf.evaluation.precision.code_agreement``), under screen 3's rule with ``auto``
+in place of ``shared``.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ CANDIDATES: dict[str, tuple[dict | None, str]] = {
 # screen 3: row -> the frontier.py method whose trained models (seeds 42, 43, 44) are scored (None: the base)
 CALIBRATION_ROWS = {"untrained": None, "t_final": "t_final", "snli_t_final": "snli_t_final"}
 CALIBRATION_SEEDS = [42, 43, 44]
+CALIBRATION_MODES = ["coordinate", "shared", "auto"]  # auto: screen 4
 
 
 def training_texts() -> list[str]:
@@ -179,7 +185,7 @@ def run_calibration(split: str) -> None:
             model, tokenizer = load_model(path)
             cache = PooledCache(model, tokenizer).load(frontier.cache_file(method, seed))
             calibration = sample_texts(frontier.training_texts(frontier.protocol(method)), 2000)
-            for mode in ["coordinate", "shared"]:
+            for mode in CALIBRATION_MODES:
                 target = calibration_file(split, row, mode, seed)
                 if target.is_file():
                     continue
@@ -202,15 +208,15 @@ def int8_cells(run_: dict) -> list[float]:
     return [main_score(run_, task, LAYERS[-1], d, "int8") for task in ["scifact", "stsb"] for d in DIMS]
 
 
-def select_calibration(split: str) -> tuple[bool, dict[str, tuple[float, float]]]:
-    """Screen 3's rule: (shared becomes the default, {row: (worst cell change, mean cell change)})."""
+def select_calibration(split: str, mode: str = "shared") -> tuple[bool, dict[str, tuple[float, float]]]:
+    """Screens 3 and 4's rule: (``mode`` becomes the default, {row: (worst cell change, mean cell change)})."""
     verdicts = {}
     for row in CALIBRATION_ROWS:
         by_mode = {}
-        for mode in ["coordinate", "shared"]:
-            files = sorted((RESULTS / split / "calibration" / f"{row}_{mode}").glob("seed*.json"))
-            by_mode[mode] = mean_rows([int8_cells(json.loads(f.read_text())["results"]) for f in files])
-        change = [s - c for s, c in zip(by_mode["shared"], by_mode["coordinate"], strict=True)]
+        for name in ["coordinate", mode]:
+            files = sorted((RESULTS / split / "calibration" / f"{row}_{name}").glob("seed*.json"))
+            by_mode[name] = mean_rows([int8_cells(json.loads(f.read_text())["results"]) for f in files])
+        change = [s - c for s, c in zip(by_mode[mode], by_mode["coordinate"], strict=True)]
         verdicts[row] = (round(min(change), 2), round(statistics.mean(change), 2))
     adopt = all(worst >= -TOLERANCE and mean > 0 for worst, mean in verdicts.values())
     return adopt, verdicts
@@ -222,17 +228,17 @@ def calibration_report(split: str) -> None:
           + " | ".join(f"STS-B {d}" for d in DIMS) + " |")  # fmt: skip
     print("|---|" + "---|" * 2 * len(DIMS))
     for row in CALIBRATION_ROWS:
-        for mode in ["coordinate", "shared"]:
+        for mode in CALIBRATION_MODES:
             files = sorted((RESULTS / split / "calibration" / f"{row}_{mode}").glob("seed*.json"))
             if files:
                 cells_ = mean_rows([int8_cells(json.loads(f.read_text())["results"]) for f in files])
                 print(f"| {row}, {mode} ({len(files)}) | " + " | ".join(f"{v:.2f}" for v in cells_) + " |")
-    if split == "validation":
-        adopt, verdicts = select_calibration(split)
-        print("\n| row | worst int8 cell, shared - coordinate | mean int8 cell change |\n|---|---|---|")
+    for mode in CALIBRATION_MODES[1:] if split == "validation" else []:
+        adopt, verdicts = select_calibration(split, mode)
+        print(f"\n| row | worst int8 cell, {mode} - coordinate | mean int8 cell change |\n|---|---|---|")
         for row, (worst, mean) in verdicts.items():
             print(f"| {row} | {worst:+.2f} | {mean:+.2f} |")
-        print(f"\nrule (select_calibration): shared becomes the default: {'yes' if adopt else 'no'}")
+        print(f"\nrule (select_calibration): {mode} becomes the default: {'yes' if adopt else 'no'}")
 
 
 def load(split: str) -> dict[str, list[dict]]:

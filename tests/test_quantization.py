@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaModel
+from mipic_hf.evaluation.precision import budget_view, calibration_ranges, code_agreement
 from mipic_hf.modeling_mipic import PRECISIONS, precision_bytes, quantize_embeddings
 from mipic_hf.training.calibration import fit_quantization_ranges
 
@@ -132,3 +133,32 @@ def test_ranges_saved_loaded_and_exported_exactly(calibrated, tmp_path) -> None:
     theirs = st_quantize(served, "int8", ranges=np.asarray(stored["ranges"], dtype=np.float32))
     ours = model.encode(TEXTS, tokenizer, dimension=16, layer=1, precision="int8")
     assert np.abs(theirs.astype(int) - ours.astype(int)).max() <= 1 and (theirs == ours).mean() > 0.95
+
+
+def _two_sets() -> dict[str, np.ndarray]:
+    """PCA-like coordinates whose scales fall 100x (shared ranges keep their relation), and even coordinates with
+    one outlier value (a shared range would spend the 256 steps on it)."""
+    rng = np.random.default_rng(0)
+    outlier = rng.normal(size=(400, 32)) + 0.5
+    outlier[0, 5] = 200.0
+    return {"decay": rng.normal(size=(400, 32)) * np.logspace(0, -2, 32), "outlier": outlier}
+
+
+def test_calibration_modes_against_numpy() -> None:
+    """coordinate: each coordinate's min and max of the cut, normalised budget; shared: one min and max for the
+    budget; auto: per budget, the one whose int8 cosines agree best with the floats' (shared on the decaying
+    scales, coordinate with the outlier)."""
+    for name, vectors in _two_sets().items():
+        for dim in (8, 32):
+            view = budget_view(vectors, dim, True)
+            per = {m: calibration_ranges({6: vectors}, [dim], True, m)[(6, dim)] for m in ("coordinate", "shared")}
+            np.testing.assert_array_equal(per["coordinate"], np.stack([view.min(0), view.max(0)]))
+            np.testing.assert_array_equal(per["shared"], np.stack([np.full(dim, view.min()), np.full(dim, view.max())]))
+            auto = calibration_ranges({6: vectors}, [dim], True, "auto")[(6, dim)]
+            best = max(per, key=lambda m: code_agreement(view, per[m]))
+            np.testing.assert_array_equal(auto, per[best])
+        view = budget_view(vectors, 32, True)
+        agreement = {m: code_agreement(view, calibration_ranges({6: vectors}, [32], True, m)[(6, 32)]) for m in per}
+        assert max(agreement, key=agreement.get) == {"decay": "shared", "outlier": "coordinate"}[name], agreement
+    with pytest.raises(ValueError, match="calibration mode must be one of coordinate, shared, auto, got 'pca'"):
+        calibration_ranges({6: vectors}, [8], True, "pca")

@@ -94,7 +94,18 @@ def sample_texts(texts: Iterable[str], limit: int | None, seed: int = 0) -> list
     return unique
 
 
-CALIBRATION_MODES = ("coordinate", "shared")
+CALIBRATION_MODES = ("coordinate", "shared", "auto")
+AGREEMENT_TEXTS = 1000  # calibration texts whose pairwise cosines ``auto`` compares
+
+
+def code_agreement(view: np.ndarray, ranges: np.ndarray) -> float:
+    """Pearson correlation, over the pairs of (at most AGREEMENT_TEXTS of) ``view``'s rows, between their cosines as
+    floats and as int8 codes with ``ranges`` (the similarity a store computes): how well the codes keep the
+    texts' relations."""
+    sample = np.asarray(view[:AGREEMENT_TEXTS], dtype=np.float32)
+    floats, codes = _unit(sample), searchable(sample, "int8", ranges)
+    upper = np.triu_indices(len(sample), k=1)
+    return float(np.corrcoef((floats @ floats.T)[upper], (codes @ codes.T)[upper])[0, 1])
 
 
 def calibration_ranges(
@@ -106,7 +117,9 @@ def calibration_ranges(
     ``coordinate`` (sentence-transformers' calibration): each coordinate's own min and max, so every coordinate gets
     all 256 codes and the codes' cosine weighs a low-variance coordinate like a high-variance one. ``shared``: one
     min and max over every coordinate of the budget, repeated, so the codes keep the coordinates' relative scales
-    (what a rotated, PCA-ordered vector needs). Both are (2, dim) arrays that ``quantize_embeddings`` takes as is.
+    (what a rotated, PCA-ordered vector needs). ``auto``: per budget, whichever of the two gives int8 codes whose
+    cosines between the calibration texts agree best with the floats' (:func:`code_agreement`; no evaluation
+    data). All are (2, dim) arrays that ``quantize_embeddings`` takes as is.
     """
     if mode not in CALIBRATION_MODES:
         raise ValueError(f"calibration mode must be one of {', '.join(CALIBRATION_MODES)}, got {mode!r}")
@@ -114,9 +127,18 @@ def calibration_ranges(
     for layer, full in full_by_layer.items():
         for dim in dims:
             view = budget_view(full, dim, normalize)
-            low, high = (view.min(axis=0), view.max(axis=0)) if mode == "coordinate" else (view.min(), view.max())
-            ranges[(int(layer), int(dim))] = np.stack([np.broadcast_to(low, (dim,)), np.broadcast_to(high, (dim,))])
+            if mode == "auto":
+                chosen = max((_ranges(view, m) for m in CALIBRATION_MODES[:2]), key=lambda r: code_agreement(view, r))
+            else:
+                chosen = _ranges(view, mode)
+            ranges[(int(layer), int(dim))] = chosen
     return ranges
+
+
+def _ranges(view: np.ndarray, mode: str) -> np.ndarray:
+    dim = view.shape[1]
+    low, high = (view.min(axis=0), view.max(axis=0)) if mode == "coordinate" else (view.min(), view.max())
+    return np.stack([np.broadcast_to(low, (dim,)), np.broadcast_to(high, (dim,))])
 
 
 def model_ranges(model: Any, layers: Iterable[int], dims: Iterable[int]) -> dict[tuple[int, int], np.ndarray] | None:

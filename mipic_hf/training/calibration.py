@@ -23,7 +23,7 @@ def fit_quantization_ranges(
     model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, mode: str = "coordinate"
 ) -> dict[tuple[int, int], np.ndarray]:
     """Compute and store the ranges of every trained budget (``config.quantization_ranges`` becomes true);
-    ``mode``: ``coordinate`` or ``shared`` (:func:`mipic_hf.evaluation.precision.calibration_ranges`)."""
+    ``mode``: ``coordinate``, ``shared`` or ``auto`` (:func:`mipic_hf.evaluation.precision.calibration_ranges`)."""
     if len(texts) < 2:
         raise ValueError("calibrating int8 ranges needs at least 2 texts")
     layers = list(model.config.matryoshka_layers)
