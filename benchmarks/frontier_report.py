@@ -2,6 +2,12 @@
 
 Every score is a mean +- std over the row's seeds ((n) seeds; the untrained rows have one). "Best within B bytes" is,
 per seed, the best cell storing at most B bytes per vector (any dim and precision, at the exit named), then averaged.
+
+Issue 28's rule for training candidates (``select_recipe``, written before their runs, applied on dev only): a
+trained row is eligible when, averaged over its seeds, its best SciFact dev score within every budget of BUDGETS at
+the last exit and its STS-B dev Spearman at every last-exit dim are at least the untrained model's minus TOLERANCE
+(lose nothing); among the eligible, the largest mean gain over the untrained model at the scarce budgets
+(<= 64 bytes) wins. None when none is eligible.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ BUDGETS = [8, 16, 32, 48, 64, 128, 256, 384, 768, 1536]
 ISSUE_CELLS = [(384, "float32"), (384, "int8"), (384, "binary"), (384, "binary_rescore")]
 ISSUE_CELLS += [(d, "float32") for d in (128, 64, 32, 16)]
 DIMS = [384, 256, 128, 64, 32, 16, 8]
+TOLERANCE = 0.1
+SCARCE = [b for b in BUDGETS if b <= 64]
 
 
 def load(split: str) -> dict[str, list[dict]]:
@@ -96,6 +104,37 @@ def sts_bytes_table(found: dict[str, list[dict]], split: str, task: str) -> None
     _table(title, ["row (n)", *(f"{d} {p} ({d if p == 'int8' else d // 8} B)" for d, p in cells_)], rows)
 
 
+def _means(runs: list[dict]) -> tuple[list[float], list[float]]:
+    """(best SciFact score within each budget, STS-B Spearman at each dim), last exit, mean over seeds."""
+    front = [statistics.mean(best_within(cells(r, "scifact"), b, LAYERS[-1]).score for r in runs) for b in BUDGETS]
+    sts = [statistics.mean(main_score(r, "stsb", LAYERS[-1], d) for r in runs) for d in DIMS]
+    return front, sts
+
+
+def select_recipe(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bool, float]]]:
+    """The module docstring's rule: (the pick or None, {trained row: (eligible, mean gain at the scarce budgets)})."""
+    base_front, base_sts = _means(found["untrained"])
+    verdicts = {}
+    for row, runs in found.items():
+        if ROWS[row][0] is None or ROWS[row][1]:  # the base itself, and rows rotated after training
+            continue
+        front, sts = _means(runs)
+        keeps = all(c >= b - TOLERANCE for c, b in zip(front + sts, base_front + base_sts, strict=True))
+        gains = [c - b for c, b, budget in zip(front, base_front, BUDGETS, strict=True) if budget in SCARCE]
+        gain = statistics.mean(gains)
+        verdicts[row] = (keeps, round(gain, 2))
+    picks = [row for row, (keeps, _) in verdicts.items() if keeps]
+    return (max(picks, key=lambda r: verdicts[r][1]) if picks else None), verdicts
+
+
+def select_table(found: dict[str, list[dict]]) -> None:
+    pick, verdicts = select_recipe(found)
+    rows = [[f"{row} ({len(found[row])})", "yes" if ok else "no", f"{g:+.2f}"] for row, (ok, g) in verdicts.items()]
+    header = ["row (n)", "loses nothing (tolerance 0.1)", "mean gain <= 64 B"]
+    _table("issue 28's rule (select_recipe), dev", header, rows)
+    print(f"\nrule (select_recipe) picks: {pick}")
+
+
 def report(split: str, rows: list[str] | None = None) -> None:
     found = load(split)
     if rows:
@@ -110,6 +149,8 @@ def report(split: str, rows: list[str] | None = None) -> None:
         for layer in LAYERS[::-1]:
             sts_table(found, split, task, layer)
         sts_bytes_table(found, split, task)
+    if split == "validation":
+        select_table(found)
     gaps = [statistics.mean(main_score(r, "scifact", 6, 384) for r in runs) for runs in found.values()]
     print(f"\nrows: {len(found)}; full-width SciFact nDCG@10 range {min(gaps):.2f} .. {max(gaps):.2f}")
 

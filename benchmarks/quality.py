@@ -167,6 +167,9 @@ METHODS: dict[str, list[str] | str | dict | None] = {
         "recipe": PROTOCOL,
         "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
     },
+    # issue 28's first training candidate: protocol B's recipe without the rotation (the base's own coordinates,
+    # whose int8 and sign bits issue 27 found the best), the teacher holding the full width's relations
+    "snli_t_norot": {"recipe": PROTOCOL, "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
     # issue 14's outcome: the new `default` (`tuned` without the terms term_gains removed) + the initial teacher +
     # the rotation select_rotation picked, i.e. what recipes/quickstart.yaml trains, for 1 epoch
     "t_final": T_FINAL,
