@@ -16,7 +16,7 @@ binary / binary with rescoring. The adaptor trains on the distinct sentences of 
 The rule (``select``), written before any run: a candidate is eligible when, on SciFact dev at the last exit, its
 best score within every byte budget of BUDGETS is at least the base's minus TOLERANCE, and its STS-B dev Spearman at
 the last exit is at least the base's minus TOLERANCE at every dim (lose nothing); among the eligible, the largest
-mean gain over the base across the scarce budgets (SCARCE, <= 64 bytes) wins, averaged over the seeds run. None is
+mean gain over the base across the scarce budgets (<= 64 bytes) wins, averaged over the seeds run. None is
 picked when none is eligible.
 
 Screen 3 (``calibration``, after the frontier of issue 27 showed every rotated row losing in int8): the same
@@ -36,30 +36,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import numpy as np  # noqa: E402
-from frontier import LAYERS, RUNS, PooledCache, load_model  # noqa: E402
-from provenance import provenance  # noqa: E402
+import numpy as np
+from frontier import LAYERS, ROOT, RUNS, PooledCache, load_model  # sets the offline defaults and import paths
+from frontier_report import BUDGETS, TOLERANCE, lose_nothing_rule  # the rule, one owner
+from provenance import provenance
 
 RESULTS = ROOT / "benchmarks" / "results" / "adaptor"
 CACHE = RUNS / "cache" / "untrained_seed0.safetensors"
 TRAIN_SETS = {"stsb": ["sentence1", "sentence2"], "snli": ["anchor", "positive", "negative"], "trec": ["text"]}
 TRAIN_SETS["banking77"] = ["text"]
-BUDGETS = [8, 16, 32, 48, 64, 128, 256, 384, 768, 1536]
-SCARCE = [8, 16, 32, 48, 64]
-TOLERANCE = 0.1
 PRECISIONS = ["float32", "int8", "binary", "binary_rescore"]
 DIMS = [8, 16, 32, 64, 128, 256, 384]
 # name -> (adaptor settings or None, int8 calibration mode); written before the runs
@@ -179,6 +168,7 @@ def run_calibration(split: str) -> None:
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
 
+    exclude = frontier.excluded_pairs()
     for row, method in CALIBRATION_ROWS.items():
         for seed in [0] if method is None else CALIBRATION_SEEDS:
             path = quality.minilm_path() if method is None else str(frontier.model_path(method, seed))
@@ -192,7 +182,7 @@ def run_calibration(split: str) -> None:
                 results = evaluate_grid(
                     model, tokenizer, ["scifact", "stsb"], layers=LAYERS, split=split, precisions=PRECISIONS,
                     calibration_texts=calibration, calibration_mode=mode, encode_fn=cache.encoder(None),
-                    exclude_pairs=frontier.excluded_pairs(), model_name=row, show_progress_bar=False,
+                    exclude_pairs=exclude, model_name=row, show_progress_bar=False,
                 )  # fmt: skip
                 record = provenance(row=row, method=method, seed=seed, calibration_mode=mode, calibration_texts=2000)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -267,21 +257,10 @@ def mean_rows(rows: list[list[float]]) -> list[float]:
 
 
 def select(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bool, float]]]:
-    """The rule of the module docstring: (the pick or None, {candidate: (eligible, mean scarce gain)})."""
-    base_front = mean_rows([frontier_row(r) for r in found["base"]])
-    base_sts = mean_rows([sts_row(r) for r in found["base"]])
-    verdicts = {}
-    for name, runs in found.items():
-        front, sts = mean_rows([frontier_row(r) for r in runs]), mean_rows([sts_row(r) for r in runs])
-        eligible = all(c >= b - TOLERANCE for c, b in zip(front, base_front, strict=True)) and all(
-            c >= b - TOLERANCE for c, b in zip(sts, base_sts, strict=True)
-        )
-        gain = statistics.mean(
-            c - b for c, b, budget in zip(front, base_front, BUDGETS, strict=True) if budget in SCARCE
-        )
-        verdicts[name] = (eligible, round(gain, 2))
-    picks = [n for n, (ok, _) in verdicts.items() if ok and n != "base"]
-    return (max(picks, key=lambda n: verdicts[n][1]) if picks else None), verdicts
+    """The rule of the module docstring (``frontier_report.lose_nothing_rule``): (the pick or None, {candidate:
+    (eligible, mean scarce gain)}), the base listed first as its own reference."""
+    pick, verdicts = lose_nothing_rule(found, "base", [name for name in found if name != "base"])
+    return pick, {"base": (True, 0.0), **verdicts}
 
 
 def report(split: str) -> None:

@@ -111,20 +111,25 @@ def _means(runs: list[dict]) -> tuple[list[float], list[float]]:
     return front, sts
 
 
-def select_recipe(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bool, float]]]:
-    """The module docstring's rule: (the pick or None, {trained row: (eligible, mean gain at the scarce budgets)})."""
-    base_front, base_sts = _means(found["untrained"])
+def lose_nothing_rule(
+    found: dict[str, list[dict]], base: str, names: list[str]
+) -> tuple[str | None, dict[str, tuple[bool, float]]]:
+    """The module docstring's rule for ``names`` against ``base``: (the pick or None, {name: (keeps everything within
+    TOLERANCE, mean gain at the scarce budgets)}). Issue 28's screens of post-hoc tools use it too."""
+    base_front, base_sts = _means(found[base])
     verdicts = {}
-    for row, runs in found.items():
-        if ROWS[row][0] is None or ROWS[row][1]:  # the base itself, and rows rotated after training
-            continue
-        front, sts = _means(runs)
+    for name in names:
+        front, sts = _means(found[name])
         keeps = all(c >= b - TOLERANCE for c, b in zip(front + sts, base_front + base_sts, strict=True))
         gains = [c - b for c, b, budget in zip(front, base_front, BUDGETS, strict=True) if budget in SCARCE]
-        gain = statistics.mean(gains)
-        verdicts[row] = (keeps, round(gain, 2))
-    picks = [row for row, (keeps, _) in verdicts.items() if keeps]
-    return (max(picks, key=lambda r: verdicts[r][1]) if picks else None), verdicts
+        verdicts[name] = (keeps, round(statistics.mean(gains), 2))
+    picks = [name for name, (keeps, _) in verdicts.items() if keeps]
+    return (max(picks, key=lambda n: verdicts[n][1]) if picks else None), verdicts
+
+
+def select_recipe(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bool, float]]]:
+    """The rule for the trained rows (the base itself and rows rotated after training are not candidates)."""
+    return lose_nothing_rule(found, "untrained", [r for r in found if ROWS[r][0] is not None and not ROWS[r][1]])
 
 
 def select_table(found: dict[str, list[dict]]) -> None:

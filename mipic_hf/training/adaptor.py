@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..losses.teacher_relation import TeacherRelationLoss
 from .rotation import pooled_vectors
 
 ADAPTOR_INITS = ("pca", "identity", "itq", "nested_itq")
@@ -124,11 +125,15 @@ def _relation_kl(
 
 
 def adaptor_loss(z: torch.Tensor, y: torch.Tensor, settings: AdaptorSettings, dims: list[int]) -> torch.Tensor:
-    """The adaptor's loss for a batch: ``z`` the frozen full-width vectors, ``y = z @ R`` (module docstring)."""
+    """The adaptor's loss for a batch: ``z`` the frozen full-width vectors, ``y = z @ R`` (module docstring). The
+    float prefixes' term is the teacher relation KL (``TeacherRelationLoss``, its mean over dims, summed here)."""
+    relation = TeacherRelationLoss(dims, temperature=settings.temperature)
+    loss = len(dims) * relation(y, z)["teacher"]
+    if not settings.binary_dims:
+        return loss
     unit = nn.functional.normalize(z, dim=-1)
     mask = torch.eye(len(unit), dtype=torch.bool, device=unit.device)
     target = torch.softmax((unit @ unit.T / settings.temperature).masked_fill(mask, float("-inf")), dim=-1)
-    loss = sum(_relation_kl(target, y[:, :d], settings.temperature) for d in dims)
     for d in settings.binary_dims:
         bits = torch.tanh(y[:, :d] * d**0.5 / settings.binary_scale)
         queries = y[:, :d] if settings.binary_relation == "asymmetric" else None
