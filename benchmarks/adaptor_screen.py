@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from frontier import LAYERS, ROOT, RUNS, PooledCache, load_model  # sets the offline defaults and import paths
-from frontier_report import BUDGETS, TOLERANCE, lose_nothing_rule  # the rule, one owner
+from frontier_report import BUDGETS, TOLERANCE, lose_nothing_rule, raw_results  # the rule, one owner
 from provenance import provenance
 
 RESULTS = ROOT / "benchmarks" / "results" / "adaptor"
@@ -232,11 +232,7 @@ def calibration_report(split: str) -> None:
 
 
 def load(split: str) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
-    for name in CANDIDATES:
-        for path in sorted((RESULTS / split / name).glob("seed*.json")):
-            found.setdefault(name, []).append(json.loads(path.read_text())["results"])
-    return found
+    return raw_results(RESULTS / split, list(CANDIDATES))
 
 
 def frontier_row(run_: dict) -> list[float]:

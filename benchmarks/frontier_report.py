@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 from frontier import LAYERS, RESULTS, ROWS
 from quality import mean_std
@@ -29,13 +30,19 @@ TOLERANCE = 0.1
 SCARCE = [b for b in BUDGETS if b <= 64]
 
 
+def raw_results(folder: Path, names: list[str]) -> dict[str, list[dict]]:
+    """Name -> the grid results of ``folder/<name>/seed*.json`` (one per seed), in ``names`` order; names without
+    raw files are left out."""
+    found: dict[str, list[dict]] = {}
+    for name in names:
+        for path in sorted((folder / name).glob("seed*.json")):
+            found.setdefault(name, []).append(json.loads(path.read_text())["results"])
+    return found
+
+
 def load(split: str) -> dict[str, list[dict]]:
     """Row -> its raw files' grid results (one per seed), in ROWS order."""
-    found: dict[str, list[dict]] = {}
-    for row in ROWS:
-        for path in sorted((RESULTS / split / row).glob("seed*.json")):
-            found.setdefault(row, []).append(json.loads(path.read_text())["results"])
-    return found
+    return raw_results(RESULTS / split, list(ROWS))
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
