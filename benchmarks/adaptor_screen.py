@@ -30,11 +30,18 @@ Screen 4 (after screen 3's table: shared ranges repair the rotated full width an
 ``auto`` calibration, which picks per budget whichever of the two gives int8 cosines closest to the floats' on the
 calibration texts themselves (``mipic_hf.evaluation.precision.code_agreement``), under screen 3's rule with ``auto``
 in place of ``shared``.
+
+Screen 6 (after screens 1-2: the adaptor's prefixes gain at 8-32 B while the base's own full-width codes are the
+best cells at 48-128 B and 384 B): the adaptor with ``full_width_codes: backbone``, so that the full width's int8 and
+binary codes are the base's own (``y @ R^T``) while R orders the prefixes; with shared and with per-coordinate int8
+ranges. Rule (written before its runs): screen 1's ``select`` on the mean over seeds 42, 43 and 44; a pick is then
+scored once on the test split per seed, with nothing changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -74,6 +81,9 @@ CANDIDATES: dict[str, tuple[dict | None, str]] = {
         {"init": "itq", "dims": [8, 16, 32, 64], "binary_dims": [384], "binary_relation": "asymmetric"},
         "shared",
     ),
+    # screen 6
+    "adaptor_backbone_codes": ({"full_width_codes": "backbone"}, "shared"),
+    "adaptor_backbone_codes_coordinate": ({"full_width_codes": "backbone"}, "coordinate"),
 }
 
 
@@ -93,6 +103,24 @@ def training_texts() -> list[str]:
         data = load_benchmark(name, split="train")
         texts += [t for c in columns for t in data[c]]
     return sample_texts(texts, None)
+
+
+@contextlib.contextmanager
+def coded_as(model, name: str, matrix: np.ndarray | None):
+    """The base model holding the candidate's rotation and full-width code basis while it is scored (the grid reads
+    the code basis from the model; the vectors themselves come rotated from the cache), as it was afterwards."""
+    import torch
+
+    codes = (CANDIDATES[name][0] or {}).get("full_width_codes", "rotated")
+    if matrix is None or codes == "rotated":
+        yield
+        return
+    model.set_output_rotation(torch.zeros(matrix.shape[0]), torch.from_numpy(matrix).double())
+    model.config.full_width_codes = codes
+    try:
+        yield
+    finally:
+        model.output_rotation, model.config.output_rotation, model.config.full_width_codes = None, False, "rotated"
 
 
 def fit(name: str, cache: PooledCache, texts: list[str], seed: int) -> np.ndarray | None:
@@ -131,19 +159,20 @@ def run(names: list[str], seeds: list[int], split: str) -> None:
             start = time.time()
             matrix = fit(name, cache, texts, seed)
             rotation = None if matrix is None else (np.zeros(matrix.shape[0], dtype=np.float32), matrix)
-            results = evaluate_grid(
-                model,
-                tokenizer,
-                ["scifact", "stsb"],
-                layers=LAYERS,
-                split=split,
-                precisions=PRECISIONS,
-                calibration_texts=calibration,
-                calibration_mode=CANDIDATES[name][1],
-                encode_fn=cache.encoder(rotation),
-                model_name=name,
-                show_progress_bar=False,
-            )
+            with coded_as(model, name, matrix):
+                results = evaluate_grid(
+                    model,
+                    tokenizer,
+                    ["scifact", "stsb"],
+                    layers=LAYERS,
+                    split=split,
+                    precisions=PRECISIONS,
+                    calibration_texts=calibration,
+                    calibration_mode=CANDIDATES[name][1],
+                    encode_fn=cache.encoder(rotation),
+                    model_name=name,
+                    show_progress_bar=False,
+                )
             record = provenance(
                 candidate=name,
                 spec={"adaptor": CANDIDATES[name][0], "calibration_mode": CANDIDATES[name][1]},

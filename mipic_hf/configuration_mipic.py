@@ -11,6 +11,7 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 POOLING_MODES = ("cls", "mean", "last_token")
+FULL_WIDTH_CODES = ("rotated", "backbone")  # the basis of the full width's int8 / binary codes
 
 
 def _is_causal_backbone(text_config: PretrainedConfig) -> bool:
@@ -132,6 +133,10 @@ class MatryoshkaConfig(PretrainedConfig):
         output_rotation: the model holds a fitted affine map of the pooled vector, ``(z - mean) @ R`` with R
             orthogonal (weights ``output_rotation.mean`` / ``output_rotation.matrix``), applied before the cut
             to a prefix: a centring + PCA rotation puts the directions of largest variance first.
+        full_width_codes: the basis the full width's int8 / binary codes are taken in when the model rotates:
+            ``rotated`` (the output's own coordinates, like every prefix) or ``backbone`` (the backbone's own
+            coordinates, ``y @ R^T``: the rotation orders the prefixes while the full width quantizes exactly as
+            the unrotated model does; an output adaptor's setting). Float vectors are the same either way.
         quantization_ranges: the model holds calibrated int8/uint8 ranges (weights ``quantization.ranges``): the
             per-coordinate min and max of the embedding at every trained (layer, dimension), over training text,
             which ``encode(..., precision="int8")`` uses.
@@ -161,6 +166,7 @@ class MatryoshkaConfig(PretrainedConfig):
         max_seq_length: int | None = None,
         is_matryoshka: bool = True,
         output_rotation: bool = False,
+        full_width_codes: str = "rotated",
         quantization_ranges: bool = False,
         adapter: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -183,6 +189,8 @@ class MatryoshkaConfig(PretrainedConfig):
             raise ValueError("is_matryoshka is always true for a MatryoshkaConfig")
         if not isinstance(output_rotation, bool):
             raise ValueError(f"output_rotation must be true or false, got {output_rotation!r}")
+        if full_width_codes not in FULL_WIDTH_CODES:
+            raise ValueError(f"full_width_codes must be one of {', '.join(FULL_WIDTH_CODES)}, got {full_width_codes!r}")
         if not isinstance(quantization_ranges, bool):
             raise ValueError(f"quantization_ranges must be true or false, got {quantization_ranges!r}")
         if adapter is not None and not (isinstance(adapter, dict) and isinstance(adapter.get("base_model"), str)):
@@ -197,6 +205,7 @@ class MatryoshkaConfig(PretrainedConfig):
         self.max_seq_length = max_seq_length
         self.adapter = adapter
         self.output_rotation = output_rotation
+        self.full_width_codes = full_width_codes
         self.quantization_ranges = quantization_ranges
         # Read by serving engines (vLLM's proposal, infinity): the model is Matryoshka-trained.
         self.is_matryoshka = True

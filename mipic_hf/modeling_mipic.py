@@ -297,6 +297,22 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
         """The output rotation ``(z - mean) @ R`` of pooled vectors or token states (identity without one)."""
         return vectors if self.output_rotation is None else self.output_rotation(vectors)
 
+    def code_basis(self) -> torch.Tensor | None:
+        """The (D, D) map from the output's coordinates to those the full width's int8 / binary codes are taken in:
+        ``R^T`` (back to the backbone's centred coordinates) when ``config.full_width_codes`` is ``backbone`` and
+        the model rotates, else None (codes of the output as is). Prefixes are always coded as output."""
+        if self.output_rotation is None or getattr(self.config, "full_width_codes", "rotated") != "backbone":
+            return None
+        return self.output_rotation.matrix.T
+
+    def code_view(self, vectors: torch.Tensor, dimension: int) -> torch.Tensor:
+        """The vectors a budget's int8 / binary codes are taken from (:meth:`code_basis`; a rotation keeps the
+        length, so normalised rows stay normalised)."""
+        basis = self.code_basis()
+        if basis is None or dimension != self.hidden_size:
+            return vectors
+        return vectors.to(torch.float32) @ basis.to(vectors.device, torch.float32)
+
     def set_output_rotation(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
         """Store a fitted rotation (``mean`` (D,), orthogonal ``matrix`` (D, D)); sets ``config.output_rotation``."""
         rotation = OutputRotation(self.hidden_size).to(self.device)
@@ -445,6 +461,8 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
                 with its dtypes (:func:`quantize_embeddings`).
             ranges: int8/uint8 only: a (2, dimension) array of per-coordinate min and max; default the ranges
                 the model stores for this budget (calibrated on training text, ``config.quantization_ranges``).
+                At the full width of a model with ``config.full_width_codes: backbone`` the codes are taken in the
+                backbone's coordinates (:meth:`code_view`).
 
         With ``config.normalize`` every row has unit length at every dimension (before quantization).
         """
@@ -458,6 +476,7 @@ class MatryoshkaModel(MatryoshkaPreTrainedModel):
             texts, tokenizer, [layer], dimension, batch_size, show_progress_bar, max_length, device
         )[layer]
         if precision != "float32":
+            out = self.code_view(out, dimension)
             out = quantize_embeddings(out.reshape(-1, dimension), precision, ranges).reshape(*out.shape[:-1], -1)
         if convert_to_tensor or not convert_to_numpy:
             return out

@@ -45,7 +45,15 @@ from typing import Any
 import numpy as np
 
 from .metrics import MAIN_METRIC, METRIC_FOR_TASK
-from .precision import applies, calibration_ranges, check_precisions, model_ranges, searchable
+from .precision import (
+    applies,
+    calibration_ranges,
+    check_precisions,
+    coded_full,
+    model_code_basis,
+    model_ranges,
+    searchable,
+)
 from .retrieval import ranking_metrics, search_cell
 
 TASK_TYPES = (*METRIC_FOR_TASK, "retrieval")
@@ -354,7 +362,7 @@ def evaluate_grid(
     if calibrated:
         if ranges is None:
             full = {k: np.asarray(v, dtype=np.float32) for k, v in encode_fn(list(calibration_texts), layers).items()}
-            ranges = calibration_ranges(full, dims, _normalizes(model), calibration_mode)
+            ranges = calibration_ranges(full, dims, _normalizes(model), calibration_mode, model_code_basis(model))
             results["calibration"] = {"source": "texts", "num_texts": len(calibration_texts), "mode": calibration_mode}
         else:
             results["calibration"] = {"source": "model"}
@@ -364,7 +372,7 @@ def evaluate_grid(
             bar.set_postfix_str(task)
             data = _load_task(task, task_types[task], load_fn, split, data_dir, max_samples, sample_seed, exclude_pairs)
             results["tasks"][task] = _score_task(
-                data, encode_fn, dims, layers, precisions, ranges, _normalizes(model), bar
+                data, encode_fn, dims, layers, precisions, ranges, (_normalizes(model), model_code_basis(model)), bar
             )
     finally:
         bar.close()
@@ -417,10 +425,12 @@ def _score_task(
     layers: list[int],
     precisions: list[str],
     ranges: dict[tuple[int, int], Any] | None,
-    normalize: bool,
+    view: tuple[bool, np.ndarray | None],
     bar: Any,
 ) -> dict[str, Any]:
-    """Every (layer, dim, precision) cell of one task, from one encoding pass."""
+    """Every (layer, dim, precision) cell of one task, from one encoding pass; ``view``: (the model normalises,
+    its code basis)."""
+    normalize, basis = view
     metric = None if data.task_type == "retrieval" else METRIC_FOR_TASK[data.task_type]()
     scores: dict[str, dict[str, Any]] = {p: {} for p in precisions if applies(p, data.task_type)}
     for layer, full in encode_fn(data.texts, layers).items():
@@ -428,7 +438,12 @@ def _score_task(
         for precision, table in scores.items():
             table[layer_key(layer)] = {
                 dim_key(d): data.score_cell(
-                    full, d, precision, None if ranges is None else ranges.get((layer, d)), normalize, metric
+                    coded_full(full, d, basis),
+                    d,
+                    precision,
+                    None if ranges is None else ranges.get((layer, d)),
+                    normalize,
+                    metric,
                 )
                 for d in dims
             }

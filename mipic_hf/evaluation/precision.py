@@ -57,6 +57,19 @@ def budget_view(full: np.ndarray, dimension: int, normalize: bool) -> np.ndarray
     return _unit(cut) if normalize else cut
 
 
+def coded_full(full: np.ndarray, dimension: int, basis: np.ndarray | None) -> np.ndarray:
+    """The full-width vectors a (dimension) budget is cut from in the grid: ``full @ basis`` at the full width when
+    the model codes it in another basis (``MatryoshkaModel.code_basis``: orthogonal, so float cosines are the same
+    and only the int8 / binary codes change), else ``full`` itself."""
+    return full if basis is None or dimension != full.shape[1] else np.asarray(full, dtype=np.float32) @ basis
+
+
+def model_code_basis(model: Any) -> np.ndarray | None:
+    """The model's ``code_basis()`` as a float32 array (None for a model without one, e.g. no rotation)."""
+    basis = model.code_basis() if hasattr(model, "code_basis") else None
+    return None if basis is None else basis.detach().cpu().numpy().astype(np.float32)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
 
@@ -109,7 +122,11 @@ def code_agreement(view: np.ndarray, ranges: np.ndarray) -> float:
 
 
 def calibration_ranges(
-    full_by_layer: Mapping[int, np.ndarray], dims: Iterable[int], normalize: bool, mode: str = "coordinate"
+    full_by_layer: Mapping[int, np.ndarray],
+    dims: Iterable[int],
+    normalize: bool,
+    mode: str = "coordinate",
+    basis: np.ndarray | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
     """Per (layer, dim): the (2, dim) ranges of the budget's vectors (:func:`budget_view`) of the calibration texts,
     from their full-width vectors at each layer.
@@ -119,14 +136,15 @@ def calibration_ranges(
     min and max over every coordinate of the budget, repeated, so the codes keep the coordinates' relative scales
     (what a rotated, PCA-ordered vector needs). ``auto``: per budget, whichever of the two gives int8 codes whose
     cosines between the calibration texts agree best with the floats' (:func:`code_agreement`; no evaluation
-    data). All are (2, dim) arrays that ``quantize_embeddings`` takes as is.
+    data). All are (2, dim) arrays that ``quantize_embeddings`` takes as is. ``basis``: the model's
+    :func:`model_code_basis` (the full width's ranges are then those of its codes' coordinates).
     """
     if mode not in CALIBRATION_MODES:
         raise ValueError(f"calibration mode must be one of {', '.join(CALIBRATION_MODES)}, got {mode!r}")
     ranges = {}
     for layer, full in full_by_layer.items():
         for dim in dims:
-            view = budget_view(full, dim, normalize)
+            view = budget_view(coded_full(full, dim, basis), dim, normalize)
             if mode == "auto":
                 chosen = max((_ranges(view, m) for m in CALIBRATION_MODES[:2]), key=lambda r: code_agreement(view, r))
             else:

@@ -15,8 +15,10 @@ R starts from the eigenvectors of the second moment of the training vectors (unc
 the directions of most energy; or ITQ-balanced variants of it, :func:`initial_rotation`) and is trained through
 ``torch.nn.utils.parametrizations.orthogonal`` (Cayley map), so it stays orthogonal to float precision at every step.
 It is stored as the model's output rotation with a zero mean: ``encode``, the grid, ONNX, the standard folders and
-sentence-transformers (a stock Dense module) apply it. It trains on cached vectors: no encoder forward after the
-first pass, minutes on a CPU.
+sentence-transformers (a stock Dense module) apply it. With ``full_width_codes="backbone"`` the full width's int8 and
+binary codes are taken in the model's own coordinates (``y @ R^T = z``): the base's own full-width codes, bit for
+bit, which no rotation tried beats (issue 28's screens), while R orders the prefixes. It trains on cached vectors:
+no encoder forward after the first pass, minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configuration_mipic import FULL_WIDTH_CODES
 from ..losses.teacher_relation import TeacherRelationLoss
 from .rotation import pooled_vectors
 
@@ -49,6 +52,7 @@ class AdaptorSettings:
     temperature: float = 0.05
     learning_rate: float = 1e-3
     seed: int = 0
+    full_width_codes: str = "rotated"  # or "backbone": the full width's int8 / binary codes in the model's own basis
 
     def __post_init__(self) -> None:
         if self.init not in ADAPTOR_INITS:
@@ -61,6 +65,10 @@ class AdaptorSettings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or value != value or value == float("inf"):
                 raise ValueError(f"adaptor {name} must be a finite number > 0, got {value!r}")
+        if self.full_width_codes not in FULL_WIDTH_CODES:
+            raise ValueError(
+                f"adaptor full_width_codes must be one of {', '.join(FULL_WIDTH_CODES)}, got {self.full_width_codes!r}"
+            )
         if self.binary_relation not in ("symmetric", "asymmetric"):
             raise ValueError(f"adaptor binary_relation must be symmetric or asymmetric, got {self.binary_relation!r}")
         if not 0 <= self.binary_weight < float("inf"):
@@ -178,10 +186,12 @@ def fit_output_adaptor(
     model: Any, tokenizer: Any, texts: list[str], settings: AdaptorSettings | None = None, batch_size: int = 64
 ) -> torch.Tensor:
     """Fit the adaptor on ``texts`` (training text, pooled at the default exit, before any rotation the model holds)
-    and store it as the model's output rotation with a zero mean; returns R (float64)."""
+    and store it as the model's output rotation with a zero mean, with ``settings.full_width_codes`` as the model's
+    ``config.full_width_codes``; returns R (float64)."""
     settings = settings or AdaptorSettings()
     dims = settings.dims or [d for d in model.config.matryoshka_dimensions if d < model.hidden_size]
     vectors = pooled_vectors(model, tokenizer, texts, batch_size=batch_size)  # before any rotation the model holds
     matrix = fit_adaptor(vectors, settings, dims)
     model.set_output_rotation(torch.zeros(model.hidden_size, dtype=torch.float64), matrix)
+    model.config.full_width_codes = settings.full_width_codes
     return matrix

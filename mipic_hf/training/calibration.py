@@ -3,7 +3,8 @@
 ``fit_quantization_ranges(model, tokenizer, texts)`` encodes ``texts`` once up to the deepest trained exit and stores,
 for every (layer, dim) of ``config.matryoshka_layers`` x ``config.matryoshka_dimensions``, the (2, dim) min and max of
 what ``encode(..., dimension=dim, layer=layer)`` returns (cut, rotated when the model rotates, normalised when it
-normalises). ``encode(..., precision="int8")``, the evaluation grid, the export and the standard and ONNX folders use
+normalises; at the full width of a model with ``config.full_width_codes: backbone``, in the coordinates its codes are
+taken in). ``encode(..., precision="int8")``, the evaluation grid, the export and the standard and ONNX folders use
 these ranges. ``python -m mipic_hf.run`` fits them after training on ``model.calibration_max_texts`` training texts
 (never evaluation text), as sentence-transformers' ``quantize_embeddings(..., calibration_embeddings=...)`` would.
 """
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..evaluation.precision import calibration_ranges
+from ..evaluation.precision import calibration_ranges, model_code_basis
 
 
 @torch.no_grad()
@@ -33,6 +34,7 @@ def fit_quantization_ranges(
         model.config.matryoshka_dimensions,
         model.config.normalize,
         mode,
+        model_code_basis(model),
     )
     model.set_quantization_ranges({key: torch.from_numpy(value) for key, value in found.items()})
     return found
