@@ -53,6 +53,7 @@ from frontier_report import BUDGETS, TOLERANCE, lose_nothing_rule, raw_results  
 from provenance import provenance
 
 RESULTS = ROOT / "benchmarks" / "results" / "adaptor"
+CLEAN = "test_clean"  # STS-B test and STS12 without the training pairs (run --clean)
 CACHE = RUNS / "cache" / "untrained_seed0.safetensors"
 TRAIN_SETS = {"stsb": ["sentence1", "sentence2"], "snli": ["anchor", "positive", "negative"], "trec": ["text"]}
 TRAIN_SETS["banking77"] = ["text"]
@@ -140,12 +141,16 @@ def raw_file(split: str, name: str, seed: int) -> Path:
     return RESULTS / split / name / f"seed{0 if CANDIDATES[name][0] is None else seed}.json"
 
 
-def run(names: list[str], seeds: list[int], split: str) -> None:
+def run(names: list[str], seeds: list[int], split: str, clean: bool = False) -> None:
+    """Score each candidate x seed on SciFact and STS-B (``split``), or with ``clean`` on the held-out STS sets of
+    issue 27 (STS-B test and STS12, test split, without the training pairs: ``frontier.excluded_pairs``)."""
+    import frontier
     import quality
 
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
 
+    tasks, exclude = (["stsb", "sts12"], frontier.excluded_pairs()) if clean else (["scifact", "stsb"], None)
     model, tokenizer = load_model(quality.minilm_path())
     cache = PooledCache(model, tokenizer).load(CACHE)  # frontier.py encoded SciFact, STS-B and the rest
     texts = training_texts()
@@ -153,7 +158,7 @@ def run(names: list[str], seeds: list[int], split: str) -> None:
     cache.raw(texts, LAYERS)  # the new training sentences, once
     for seed in seeds:
         for name in names:
-            target = raw_file(split, name, seed)
+            target = raw_file(CLEAN if clean else split, name, seed)
             if target.is_file():
                 continue
             start = time.time()
@@ -163,9 +168,10 @@ def run(names: list[str], seeds: list[int], split: str) -> None:
                 results = evaluate_grid(
                     model,
                     tokenizer,
-                    ["scifact", "stsb"],
+                    tasks,
                     layers=LAYERS,
-                    split=split,
+                    split="test" if clean else split,
+                    exclude_pairs=exclude,
                     precisions=PRECISIONS,
                     calibration_texts=calibration,
                     calibration_mode=CANDIDATES[name][1],
@@ -288,6 +294,19 @@ def select(found: dict[str, list[dict]]) -> tuple[str | None, dict[str, tuple[bo
     return pick, {"base": (True, 0.0), **verdicts}
 
 
+def clean_report() -> None:
+    from mipic_hf.evaluation.grid import main_score
+
+    found = load(CLEAN)
+    for task in ["stsb", "sts12"]:
+        print(f"\n{task} (test, without training pairs), exit layer 6: Spearman x100, float32, mean over seeds (n)\n")
+        print("| candidate (n) | " + " | ".join(map(str, DIMS)) + " |")
+        print("|---|" + "---|" * len(DIMS))
+        for name, runs in found.items():
+            rows = [[main_score(r, task, LAYERS[-1], d) for d in DIMS] for r in runs]
+            print(f"| {name} ({len(runs)}) | " + " | ".join(f"{v:.2f}" for v in mean_rows(rows)) + " |")
+
+
 def report(split: str) -> None:
     found = load(split)
     print(f"\nscifact ({split}), exit layer 6: best nDCG@10 x100 within B bytes, mean over seeds (n)\n")
@@ -321,15 +340,19 @@ def main() -> None:
     r.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     r.add_argument("--seeds", nargs="+", type=int, default=[42])
     r.add_argument("--split", default="validation", choices=["validation", "test"])
+    r.add_argument("--clean", action="store_true", help="STS-B test and STS12 without the training pairs instead")
     p = sub.add_parser("report")
     p.add_argument("--split", default="validation", choices=["validation", "test"])
     p.add_argument("--calibration", action="store_true", help="screen 3's table and rule instead")
+    p.add_argument("--clean", action="store_true", help="the clean STS tables (run --clean) instead")
     sub.add_parser("calibration").add_argument("--split", default="validation", choices=["validation", "test"])
     args = parser.parse_args()
     if args.command == "run":
-        run(args.candidates, args.seeds, args.split)
+        run(args.candidates, args.seeds, args.split, args.clean)
     elif args.command == "calibration":
         run_calibration(args.split)
+    elif args.clean:
+        clean_report()
     elif args.calibration:
         calibration_report(args.split)
     else:

@@ -46,7 +46,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "quality"
 DIMS = [8, 16, 32, 64, 128, 256, 384]  # MiniLM's grid (the report's columns)
 LAYERS = [2, 4, 6]
 # The protocol every row of ours starts from (MIPIC `tuned` on MiniLM, STS-B CoSENT, no teacher, no rotation):
-# kept here, apart from recipes/quickstart.yaml, so a change to the quickstart never changes a benchmark row.
+# kept here, apart from recipes/, so a change to a recipe never changes a benchmark row.
 PROTOCOL = "benchmarks/protocol_stsb.yaml"
 
 # name -> extra command-line overrides for mipic_hf.run (None: not trained; "st:...": a peer; a dict: another
@@ -171,32 +171,32 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # whose int8 and sign bits issue 27 found the best), the teacher holding the full width's relations
     "snli_t_norot": {"recipe": PROTOCOL, "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK]},
     # issue 14's outcome: the new `default` (`tuned` without the terms term_gains removed) + the initial teacher +
-    # the rotation select_rotation picked, i.e. what recipes/quickstart.yaml trains, for 1 epoch
+    # the rotation select_rotation picked, i.e. what recipes/minilm-stsb.yaml trains, for 1 epoch
     "t_final": T_FINAL,
     # issue 16, judged by same_quality: the shipped recipe with length-grouped batches (the opt-in speed setting),
     # and with its batch of 32 gradient-cached in mini-batches of 8 (the same objective, other dropout masks)
     "t_final_grouped": [*T_FINAL, "--train_sampling_strategy", "group_by_length"],
     "t_final_cached": [*T_FINAL, "--cache_mini_batch_size", "8"],
-    # issue 14, no labels (recipes/matryoshkafy.yaml): the frozen teacher as the only signal, rotation first
+    # issue 14, no labels (recipes/matryoshkafy-exits.yaml): the frozen teacher as the only signal, rotation first
     # (tau pinned to 0.2, what these rows ran with: the recipe now sets round 2's pick, 0.05)
-    "nolabel_teacher": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_temperature", "0.2"]},
+    "nolabel_teacher": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_temperature", "0.2"]},
     "nolabel_teacher_no_rotation": {
-        "recipe": "matryoshkafy.yaml",
+        "recipe": "matryoshkafy-exits.yaml",
         "args": ["--teacher_temperature", "0.2", "--output_rotation", "none"],
     },
     # the no-label fix screened on dev (select_nolabel): the teacher's term at the last exit only. On test (seed 42)
     # nolabel_teacher lost 0.8-8.5 at the last exit: training the shallow exits towards the full-width geometry
     # moves the shared lower blocks under the last layer
     "nolabel_last_exit": {
-        "recipe": "matryoshkafy.yaml",
+        "recipe": "matryoshkafy-exits.yaml",
         "args": ["--teacher_temperature", "0.2", "--teacher_layers", "{last_layer}"],
     },
     # round 2 of the no-label fix (dev, seed 42, the same rule). At tau 0.2 the teacher's in-batch distribution over
     # 31 unrelated sentences is nearly flat (entropy 3.30 of at most 3.43 on STS-B train batches), so the KL mostly
     # asks every prefix to spread the batch evenly and says little about graded similarity. One change each: a
     # sharper tau (entropy 1.78 at 0.05), or the pairwise cosines themselves (MSE, scale-aware, no softmax)
-    "nolabel_tau005": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_temperature", "0.05"]},
-    "nolabel_mse": {"recipe": "matryoshkafy.yaml", "args": ["--teacher_relation", "mse"]},
+    "nolabel_tau005": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_temperature", "0.05"]},
+    "nolabel_mse": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_relation", "mse"]},
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": PROTOCOL,
