@@ -135,7 +135,8 @@ CASES = [
     # TrainingArguments numbers the Trainer only rejects after the output folder exists (issue 18)
     ("negative learning rate", ["--learning_rate", "-1"], "training.learning_rate must be > 0, got -1.0"),
     ("zero batch size", ["--per_device_train_batch_size", "0"], "training.per_device_train_batch_size must be >= 1"),
-    ("zero max steps", ["--max_steps", "0"], "training.max_steps must be -1 (use num_train_epochs) or >= 1, got 0"),
+    ("negative max steps", ["--max_steps", "-2"], "training.max_steps must be -1 (use num_train_epochs), 0 (no tra"),
+    ("unknown calibration", ["--calibration_mode", "minmax"], "model.calibration_mode must be one of coordinate, sh"),
     # found by tests/test_fuzz.py (each a NaN loss, an optimizer error or a traceback before)
     ("inf weight", ["--sia_cka_weight", "inf"], "loss.sia_cka_weight must be a finite number, got inf"),
     ("inf step count", ["--logging_steps", "inf"], "training.logging_steps must be a finite number, got inf"),

@@ -237,7 +237,7 @@ def test_teacher_at_every_exit_layer_matches_a_slow_reference(method: str, token
 
 
 def test_teacher_as_the_only_signal_on_unlabelled_sentences(tiny_backbone: str, tmp_path: Path, capsys) -> None:
-    """task_weight 0 + a teacher (recipes/matryoshkafy.yaml): one view per step, the task term logged as 0, the
+    """task_weight 0 + a teacher (recipes/matryoshkafy-exits.yaml): one view per step, the task term logged as 0, the
     student still trains; without a teacher the plan refuses, naming the field, before any work."""
     data = tmp_path / "sentences.txt"
     data.write_text("\n".join(f"sentence number {i} about {w}" for i, w in enumerate("cat dog sun sky car" * 4)))

@@ -281,6 +281,7 @@ def render_card(
         repo_id=load_from,
         serve_name=repo_id or "<org>/<name>",
         rotation=bool(config.get("output_rotation")),
+        backbone_codes=bool(config.get("output_rotation")) and config.get("full_width_codes") == "backbone",
         int8=bool(config.get("quantization_ranges")),
         **model_values(config),
         **training_values(training),

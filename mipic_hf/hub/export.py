@@ -142,10 +142,12 @@ def sentence_transformers_files(
     }
 
 
-def dense_weights(model: Any, dimension: int | None = None) -> dict[str, Any] | None:
+def dense_weights(model: Any, dimension: int | None = None, coded: bool = False) -> dict[str, Any] | None:
     """The Dense module's tensors for the output rotation and the cut to ``dimension`` (default: full width):
     ``y = ((z - mean) @ R)[:d]``, i.e. the first d rows of R^T with bias ``-(mean @ R)[:d]``; without a rotation,
-    the first d rows of the identity (no bias), and None at full width (nothing to apply)."""
+    the first d rows of the identity (no bias), and None at full width (nothing to apply). ``coded`` (one budget's
+    folder): R followed by the model's code basis (``MatryoshkaModel.code_basis``), so that the folder's vectors are
+    those its int8 / binary codes are taken from (the identity at a full width coded in the backbone's basis)."""
     import torch
 
     hidden = model.hidden_size
@@ -153,6 +155,8 @@ def dense_weights(model: Any, dimension: int | None = None) -> dict[str, Any] | 
     if model.output_rotation is None:
         return None if dimension == hidden else {"linear.weight": torch.eye(hidden)[:dimension].contiguous()}
     matrix = model.output_rotation.matrix.detach().cpu().float()
+    basis = model.code_basis() if coded and dimension == hidden else None
+    matrix = matrix if basis is None else matrix @ basis.detach().cpu().float()
     mean = model.output_rotation.mean.detach().cpu().float()
     return {
         "linear.weight": matrix.T[:dimension].contiguous(),

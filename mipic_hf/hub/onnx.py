@@ -83,7 +83,7 @@ class BudgetGraph(nn.Module):
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, dimension=self.dimension, layer=self.model.num_layers
         )
-        return out.embeddings
+        return self.model.code_view(out.embeddings, self.dimension)  # the basis the budget's codes are taken in
 
 
 def parse_budgets(
@@ -228,12 +228,14 @@ def _update_parent_card(model_dir: Path) -> bool:
 
 def export_budget(model: Any, tokenizer: Any, budget: Budget, sample: dict, folder: Path, opset: int | None) -> dict:
     """Write one budget's float32 graph into ``folder``, checked against ``MatryoshkaModel.encode`` on the probe
-    batch (ExportError above FP32_TOLERANCE); its ``budgets.json`` entry."""
+    batch (ExportError above FP32_TOLERANCE), in the coordinates the budget's codes are taken in
+    (``MatryoshkaModel.code_view``); its ``budgets.json`` entry."""
     import numpy as np
 
     path = folder / f"{budget.stem}.onnx"
     _export_one(model, budget, sample, path, opset)
-    expected = model.encode(PROBES, tokenizer, dimension=budget.dimension, layer=budget.layer)
+    floats = model.encode(PROBES, tokenizer, dimension=budget.dimension, layer=budget.layer, convert_to_tensor=True)
+    expected = model.code_view(floats, budget.dimension).cpu().numpy()
     got = run_graph(_session(path), sample)
     if got.shape != expected.shape:
         raise ExportError(f"{path.name}: output shape {got.shape}, expected {expected.shape}")

@@ -13,12 +13,15 @@ What a folder holds, for the budget (L, D):
 - the tokenizer (left padding for last-token pooling, right for CLS);
 - the sentence-transformers modules, all stock: Transformer -> Pooling -> Dense -> Normalize. The Dense layer
   (identity activation) holds the first D rows of the output rotation (with its centring as the bias), or of
-  the identity when the model has no rotation; it is left out when there is neither a rotation nor a cut;
+  the identity when the model has no rotation; it is left out when there is neither a rotation nor a cut. At a
+  full width whose codes the model takes in the backbone's coordinates (``config.full_width_codes: backbone``) it
+  holds the identity and the centring, so ``quantize_embeddings`` on the folder's vectors gives the model's codes;
 - ``quantization_ranges.json`` when the model holds calibrated int8 ranges: the budget's per-coordinate (min, max)
   for ``quantize_embeddings(..., "int8", ranges=...)``;
 - ``README.md``: a short card with the serving commands.
 
-So ``SentenceTransformer(folder)`` computes ``MatryoshkaModel.encode(texts, dimension=D, layer=L)`` (tested, as
+So ``SentenceTransformer(folder)`` computes ``MatryoshkaModel.encode(texts, dimension=D, layer=L)`` (its
+``code_view`` at a full width coded in the backbone's basis: the same cosines, the model's codes; tested, as
 is Infinity; Text Embeddings Inference and vLLM read the same modules but were not run here, and they normalise
 by default); ``AutoModel.from_pretrained(folder)``'s token states + the pooling, the Dense module and the
 normalisation compute the same vector. Several budgets in one call write one folder per budget, named
@@ -151,7 +154,7 @@ def _write_budget(
     config.save_pretrained(folder)
     save_torch_state_dict(backbone_state(model, budget, config), folder)  # safetensors, sharded past 5 GB
     tokenizer = save_tokenizer(source, model.config, folder, PADDING_SIDE.get(model.config.pooling))
-    dense = dense_weights(model, budget.dimension)
+    dense = dense_weights(model, budget.dimension, coded=True)
     files = sentence_transformers_files(
         model.config, tokenizer.model_max_length, dense_out=budget.dimension if dense is not None else None
     )

@@ -45,10 +45,12 @@ class ModelArguments:
     output_rotation: str = field(
         default="auto",
         metadata={
-            "help": "auto | none | before | after: fit a centring + PCA rotation of the pooled vector on the "
-            "training sentences (never on evaluation text) before training (training refines the encoder under "
-            "it) or after; stored in the checkpoint and applied in forward, encode, ONNX and "
-            "sentence-transformers. auto = before (chosen on STS-B dev), none with LoRA (adapters cannot carry it)."
+            "help": "auto | none | before | after | adaptor: fit a centring + PCA rotation of the pooled vector on "
+            "the training sentences (never on evaluation text) before training (training refines the encoder under "
+            "it) or after; adaptor: after training, an orthogonal output adaptor (prefixes trained to rank like the "
+            "full width, whose int8 / binary codes stay the backbone's own); stored in the checkpoint and applied in "
+            "forward, encode, ONNX and sentence-transformers. auto = before (chosen on STS-B dev), none with LoRA "
+            "(adapters cannot carry it)."
         },
     )
     rotation_max_texts: int = field(
@@ -60,6 +62,14 @@ class ModelArguments:
             "help": "Distinct training texts (a seeded sample; never evaluation text) the int8/uint8 ranges of every "
             "trained budget are calibrated on after training, stored with the model and used by encode(precision=), "
             "the evaluation, the export, standard and ONNX folders; 0 = none (int8 cells then need none either)."
+        },
+    )
+    calibration_mode: str = field(
+        default="coordinate",
+        metadata={
+            "help": "coordinate | shared | auto: int8/uint8 ranges per coordinate (sentence-transformers'), one range "
+            "per budget (keeps a rotated vector's falling scales), or per budget whichever keeps the calibration "
+            "texts' cosines best."
         },
     )
     model_type: str | None = field(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.common import offline_switch
+from ..evaluation.precision import CALIBRATION_MODES
 from ..losses.objective import resolve_settings
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import ROTATION_CHOICES
@@ -108,7 +109,7 @@ def check_training_numbers(t: MIPICTrainingArguments) -> None:
         ("learning_rate", t.learning_rate, t.learning_rate > 0, "> 0"),
         ("per_device_train_batch_size", t.per_device_train_batch_size, t.per_device_train_batch_size >= 1, ">= 1"),
         ("gradient_accumulation_steps", t.gradient_accumulation_steps, t.gradient_accumulation_steps >= 1, ">= 1"),
-        ("max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1, "-1 (use num_train_epochs) or >= 1"),
+        ("max_steps", t.max_steps, t.max_steps >= -1, "-1 (use num_train_epochs), 0 (no training step) or >= 1"),
         ("num_train_epochs", t.num_train_epochs, t.max_steps != -1 or t.num_train_epochs > 0, "> 0"),
         ("warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (a float < 1 is a ratio)"),
         ("weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
@@ -161,7 +162,7 @@ def check_push(training_args: MIPICTrainingArguments, export_dir: str | None) ->
 
 
 def check_model_switches(model_args: ModelArguments) -> None:
-    """model.output_rotation, rotation_max_texts and dtype: closed sets and bounds."""
+    """model.output_rotation, rotation_max_texts, calibration_mode and dtype: closed sets and bounds."""
     if model_args.output_rotation not in ROTATION_CHOICES:
         raise RecipeError(
             f"model.output_rotation must be one of {', '.join(ROTATION_CHOICES)}, got {model_args.output_rotation!r}"
@@ -173,12 +174,19 @@ def check_model_switches(model_args: ModelArguments) -> None:
             f"model.calibration_max_texts must be 0 (no int8 ranges) or an integer >= 2, "
             f"got {model_args.calibration_max_texts}"
         )
+    if model_args.calibration_mode not in CALIBRATION_MODES:
+        raise RecipeError(
+            f"model.calibration_mode must be one of {', '.join(CALIBRATION_MODES)}, got {model_args.calibration_mode!r}"
+        )
     if model_args.dtype not in (None, "float32", "bfloat16", "float16"):
         raise RecipeError(f"model.dtype must be one of float32, bfloat16, float16, got {model_args.dtype!r}")
 
 
 def check_learning_signal(training_args: MIPICTrainingArguments) -> None:
-    """A run without the task loss needs something else to learn from (MIPIC's terms or a teacher)."""
+    """A run without the task loss needs something else to learn from (MIPIC's terms or a teacher); a run of no
+    training step (max_steps 0) learns nothing."""
+    if training_args.max_steps == 0:
+        return
     has_teacher = bool(training_args.teacher_model or training_args.teacher_cache) and training_args.teacher_weight
     mipic_terms = False
     if training_args.method == "mipic":

@@ -167,8 +167,9 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
 
 
 def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
-    """Rotation fit (before), LoRA, training, the adapter saved and merged, rotation fit (after); returns the
-    trainer. SIGTERM / SIGINT while training saves a checkpoint at the current step and raises ``Preempted``."""
+    """Rotation fit (before), LoRA, training (none with max_steps 0), the adapter saved and merged, rotation or
+    adaptor fit (after), int8 calibration; returns the trainer. SIGTERM / SIGINT while training saves a checkpoint
+    at the current step and raises ``Preempted``."""
     from ..hub.folders import ADAPTER_DIR
     from ..training.lora import merge_lora, save_adapter
     from ..training.preemption import PreemptionCallback
@@ -182,7 +183,8 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     trainer = build_trainer(plan, model, tokenizer)
     preemption = PreemptionCallback()
     trainer.add_callback(preemption)
-    trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
+    if plan.training_args.max_steps != 0:  # 0: the backbone is kept as it is (e.g. output_rotation: adaptor alone)
+        trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
     preemption.check(plan.training_args.output_dir)  # stopped on SIGTERM / SIGINT: nothing more is written
     if plan.lora_args.use_lora:
         if trainer.is_world_process_zero():  # multi-process: only rank 0 writes
@@ -190,11 +192,16 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
         merge_lora(model)
     if plan.model_args.output_rotation == "after":
         fit_output_rotation(model, tokenizer, rotation_texts)
+    if plan.model_args.output_rotation == "adaptor":
+        from ..training.adaptor import AdaptorSettings, fit_output_adaptor
+
+        settings = AdaptorSettings(full_width_codes="backbone", seed=plan.training_args.seed)
+        fit_output_adaptor(model, tokenizer, rotation_texts, settings)
     texts = calibration_texts(plan)
     if texts and not plan.export_args.adapter_only:  # an adapter-only export cannot carry the ranges
         from ..training.calibration import fit_quantization_ranges
 
-        fit_quantization_ranges(model, tokenizer, texts)
+        fit_quantization_ranges(model, tokenizer, texts, mode=plan.model_args.calibration_mode)
     return trainer
 
 

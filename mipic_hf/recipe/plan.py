@@ -10,7 +10,7 @@ from typing import Any
 from ..data.common import offline_switch
 from ..losses.mipic import MIPICLoss
 from ..training.arguments import MIPICTrainingArguments
-from ..training.rotation import resolve_rotation
+from ..training.rotation import FITTED_AFTER, resolve_rotation
 from ..training.tasks import KIND_TO_TASK, infer_task
 from .arguments import (
     MINILM_PACKAGE,
@@ -73,7 +73,8 @@ class Plan:
         if e.eval_tasks and e.eval_decontaminate:
             scored += ", without training pairs"
         texts = self.model_args.calibration_max_texts
-        ranges = f"ranges calibrated after training on {texts} training texts" if texts else "no ranges"
+        mode = self.model_args.calibration_mode
+        ranges = f"ranges ({mode}) calibrated after training on {texts} training texts" if texts else "no ranges"
         if texts and self.export_args.adapter_only:
             ranges += " (for the evaluation only: an adapter cannot carry them)"
         return [f"  eval       {scored}", f"  int8       {ranges}"]
@@ -126,7 +127,8 @@ class Plan:
         lines += [
             f"  data       {self.data_args.train_data}: {self.data_note}",
             f"  steps      {self.steps if self.steps is not None else 'unknown until the data is loaded'} "
-            f"(batch {t.per_device_train_batch_size}"
+            + ("(no training step: the backbone is kept as it is) " if self.steps == 0 else "")
+            + f"(batch {t.per_device_train_batch_size}"
             + (f" in cached mini-batches of {t.cache_mini_batch_size}" if t.cache_mini_batch_size else "")
             + f" x accumulation {t.gradient_accumulation_steps}, "
             f"lr {t.learning_rate}, epochs {t.num_train_epochs}, max_steps {t.max_steps})",
@@ -318,7 +320,7 @@ def plan_objective(training_args: MIPICTrainingArguments, config: Any, task: str
 
 def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | None:
     """Optimizer steps the run will take (None when the data is not read yet)."""
-    if training_args.max_steps and training_args.max_steps > 0:
+    if training_args.max_steps >= 0:
         return training_args.max_steps
     if dataset is None:
         return None
@@ -347,7 +349,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
     if lora_args.use_lora and not shape_only:  # a shape-only config (offline dry run) may not build
         skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
     check_lora(lora_args, export_args, text_config.model_type, skeleton)
-    if model_args.output_rotation in ("before", "after") and export_args.adapter_only:
+    if model_args.output_rotation in ("before", *FITTED_AFTER) and export_args.adapter_only:
         raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
     model_args.output_rotation = resolve_rotation(model_args.output_rotation, lora_args.use_lora)
     export_dir = check_output_folders(training_args, export_args, run_args.overwrite_output_dir)

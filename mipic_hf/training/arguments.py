@@ -43,7 +43,7 @@ class MIPICTrainingArguments(TrainingArguments):
         default=1.0,
         metadata={
             "help": "Weight of the task loss, every method (>= 0). 0 with a teacher: the teacher is the only "
-            "signal, so unlabelled sentences suffice (recipes/matryoshkafy.yaml)."
+            "signal, so unlabelled sentences suffice (recipes/matryoshkafy-exits.yaml)."
         },
     )
     alpha: float | None = field(

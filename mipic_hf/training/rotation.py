@@ -7,7 +7,8 @@ coordinates then keeps the d directions of largest variance (PCA truncation), an
 only by the centring. ``python -m mipic_hf.run`` fits it on the training sentences (never on evaluation text)
 before training, after training, or not at all (``model.output_rotation``: before | after | none; ``auto``,
 the default, is ``before`` (chosen on STS-B dev, benchmarks/RESULTS.md) for full fine-tuning and ``none``
-with LoRA, whose adapters cannot carry it).
+with LoRA, whose adapters cannot carry it). ``adaptor`` fits the output adaptor (:mod:`.adaptor`: an orthogonal
+map, no centring, the full width's codes in the backbone's coordinates) after training instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 
 from ..modeling_mipic import pool
 
-ROTATION_CHOICES = ("auto", "none", "before", "after")
+ROTATION_CHOICES = ("auto", "none", "before", "after", "adaptor")
+FITTED_AFTER = ("after", "adaptor")  # fitted on the trained model
 AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality.py)
 
 
