@@ -188,7 +188,7 @@ def run(names: list[str], seeds: list[int], split: str, clean: bool = False) -> 
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "x", encoding="utf-8") as f:
                 json.dump({"provenance": record, "results": results}, f, indent=1)
-            print(f"{name} seed {seed} {split}: {time.time() - start:.0f} s", flush=True)
+            print(f"{name} seed {seed} {CLEAN if clean else split}: {time.time() - start:.0f} s", flush=True)
 
 
 def calibration_file(split: str, row: str, mode: str, seed: int) -> Path:
