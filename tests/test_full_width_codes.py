@@ -114,3 +114,21 @@ def test_a_full_width_budget_folder_serves_the_models_codes(pair, tmp_path) -> N
     theirs = st_quantize(served, "int8", ranges=ranges).astype(int)
     assert np.abs(theirs - coded.encode(TEXTS, tokenizer, precision="int8").astype(int)).max() <= 1
     np.testing.assert_array_equal(st_quantize(served, "binary"), coded.encode(TEXTS, tokenizer, precision="binary"))
+
+
+def test_the_full_width_onnx_graph_serves_the_backbones_coordinates(pair, tmp_path) -> None:
+    from mipic_hf.hub.budget import Budget
+    from mipic_hf.hub.onnx import _session, export_onnx, run_graph
+
+    plain, coded, tokenizer = pair
+    run = tmp_path / "run"
+    coded.save_pretrained(run)
+    tokenizer.save_pretrained(run)
+    layer = coded.config.default_layer or coded.num_layers
+    out = export_onnx(run, tmp_path / "onnx", [Budget(layer, HIDDEN), Budget(layer, 16)])
+    index = {entry["dimension"]: entry for entry in json.loads((out / "budgets.json").read_text())["budgets"]}
+    batch = dict(tokenizer(TEXTS, padding=True, return_tensors="np"))
+    full = run_graph(_session(out / index[HIDDEN]["file"]), batch)
+    np.testing.assert_allclose(full, plain.encode(TEXTS, tokenizer), atol=1e-5)  # the unrotated model's vectors
+    prefix = run_graph(_session(out / index[16]["file"]), batch)
+    np.testing.assert_allclose(prefix, coded.encode(TEXTS, tokenizer, dimension=16), atol=1e-5)  # rotated prefixes

@@ -239,7 +239,7 @@ def test_each_data_kind_trains_from_local_files(kind: str, tiny_backbone: str, t
     assert state["matryoshka_dimensions"] == [8, 16, 64]
 
 
-def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
+def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys, minilm_path: str) -> None:
     recipe = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
     out = tmp_path / "quick"
     code = main(
@@ -273,6 +273,11 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
     results = json.loads((eval_dir / "eval_results.json").read_text())
     scores = results["tasks"]["stsb"]["scores"]
     assert set(scores) == {"L2", "L4", "L6"} and all(len(v) == 7 for v in scores.values())
+    # No training step: the full width's cosines are the base's (its sign bits: below)
+    base = results["base"]["tasks"]["stsb"]
+    for layer in ("L2", "L4", "L6"):
+        assert scores[layer]["D384"]["spearman"] == pytest.approx(base["scores"][layer]["D384"]["spearman"], abs=1e-3)
+    assert scores["L6"]["D32"]["spearman"] != pytest.approx(base["scores"]["L6"]["D32"]["spearman"], abs=1e-3)
     # int8 and binary cells, int8 from the ranges the run calibrated and stored; training pairs left out
     assert set(results["tasks"]["stsb"]["quantized"]) == {"int8", "binary"}  # rescoring is for retrieval only
     assert results["calibration"] == {"source": "model"}
@@ -281,7 +286,8 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
 
     assert target_line(results, "stsb", 0.99) in printed
     config = json.loads((out / "config.json").read_text())
-    assert config["quantization_ranges"] is True
+    assert config["quantization_ranges"] is True and config["full_width_codes"] == "backbone"
+    assert config["mipic_training"]["steps"] == 0
 
     # The export loads unchanged in transformers and sentence-transformers, with the same vectors.
     from huggingface_hub import ModelCard
@@ -296,9 +302,19 @@ def test_quickstart_end_to_end_on_minilm(tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(
         st.encode(texts, normalize_embeddings=True), model.encode(texts, dimension=64), atol=1e-5
     )
+    from mipic_hf import MatryoshkaModel
+
+    # the full width's sign bits are the start's on every coordinate it uses (MiniLM leaves 3 of 384 at |z| < 1e-31,
+    # whose sign is float noise in either basis)
+    start = MatryoshkaModel.from_backbone(minilm_path).eval()
+    live = np.abs(start.encode(texts)) > 1e-6
+    ours, theirs = (np.unpackbits(m.encode(texts, precision="ubinary"), axis=-1) for m in (model, start))
+    np.testing.assert_array_equal(ours[live], theirs[live])
+    assert live.sum() >= 2 * 381
     card = ModelCard.load(export / "README.md")
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
-    assert card.data.datasets == ["sentence-transformers/stsb"] and len(card.data.eval_results) == 7
+    assert "taken in the starting model's own coordinates" in card.text
+    assert len(card.data.eval_results) == 7
 
 
 def test_lora_run_trains_adapters_and_exports_a_merged_model(tiny_backbone: str, tmp_path: Path, capsys) -> None:
