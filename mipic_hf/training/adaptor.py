@@ -16,9 +16,10 @@ the directions of most energy; or ITQ-balanced variants of it, :func:`initial_ro
 ``torch.nn.utils.parametrizations.orthogonal`` (Cayley map), so it stays orthogonal to float precision at every step.
 It is stored as the model's output rotation with a zero mean: ``encode``, the grid, ONNX, the standard folders and
 sentence-transformers (a stock Dense module) apply it. With ``full_width_codes="backbone"`` the full width's int8 and
-binary codes are taken in the model's own coordinates (``y @ R^T = z``): the base's own full-width codes, bit for
-bit, which no rotation tried beats (issue 28's screens), while R orders the prefixes. It trains on cached vectors:
-no encoder forward after the first pass, minutes on a CPU.
+binary codes are taken in the model's own coordinates (``y @ R^T = z``): the base's own full-width codes (but for
+the signs of coordinates the backbone leaves at zero, float noise), which no rotation tried beats (issue 28's
+screens), while R orders the prefixes. It trains on cached vectors: no encoder forward after the first pass, minutes
+on a CPU.
 """
 
 from __future__ import annotations
