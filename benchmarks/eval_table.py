@@ -1,6 +1,6 @@
 """The (exit layer x dimension) tables of an ``eval_results.json``, as a run writes them to ``eval/eval_results.md``.
 
-python benchmarks/eval_table.py benchmarks/results/quickstart/eval_results.json
+python benchmarks/eval_table.py --report benchmarks/results/quickstart/eval_results.json
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "abl_sum": [*MIPIC, "tuned", "--sia_aggregation", "sum"],
     "abl_detach": [*MIPIC, "tuned", "--detach_sia_teacher", "true"],
     # second-round candidates: round 1's winner (`mipic_t1_mean`) with one principled change each (chosen on
-    # dev; the winner, alpha 0.2, became the `default` preset)
+    # dev; alpha 0.2 won this round, but round 3 kept the paper's alpha, 0.4 for MiniLM, with the rung task loss:
+    # `cand3_rung_task_a04` became `tuned`, see mipic_hf/losses/mipic.py)
     "cand_alpha_07": [*T1_MEAN, "--alpha", "0.7"],
     "cand_alpha_02": [*T1_MEAN, "--alpha", "0.2"],
     "cand_sia_x10": [*T1_MEAN, "--sia_attention_weight", "10", "--sia_cka_weight", "10"],
@@ -751,7 +752,7 @@ def plot(found: dict[str, dict[int, dict]], task: str, split: str, order: list[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in order if m in MAIN + SIMCSE or m == "ctrl_mrl_lr_8e-6"] or order
+    methods = order  # the rows asked for (--methods), in that order
     fig, axes = plt.subplots(1, len(LAYERS), figsize=(5 * len(LAYERS), 4.2), sharey=False)
     for ax, layer in zip(axes, LAYERS, strict=True):
         for method in methods:
