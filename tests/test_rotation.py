@@ -178,7 +178,7 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
     args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(out), "--dry_run"]
     assert main([*args, "--output_rotation", "sometimes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: model.output_rotation must be one of auto, none, before, after, got 'sometimes'"]
+    assert err == ["error: model.output_rotation must be one of auto, none, before, after, adaptor, got 'sometimes'"]
     assert main([*args, "--output_rotation", "before", "--adapter_only", "true", "--use_lora", "true"]) == 2
     assert "export.adapter_only cannot carry model.output_rotation" in capsys.readouterr().err
     assert not out.exists()
