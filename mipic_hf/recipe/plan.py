@@ -24,17 +24,14 @@ from .arguments import (
 )
 from .checks import (
     PushTarget,
-    check_counts,
     check_eval,
-    check_finite_numbers,
     check_learning_signal,
     check_lora,
-    check_model_switches,
+    check_output_dir_is_folder,
     check_output_folders,
     check_push,
     check_score_range,
     check_teacher,
-    check_training_numbers,
 )
 
 
@@ -331,13 +328,10 @@ def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | 
 def build_plan(args: tuple[Any, ...]) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
     model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
-    check_finite_numbers(args)
-    check_counts(args)
-    check_training_numbers(training_args)
+    check_output_dir_is_folder(training_args)  # the field rules ran when the arguments were built
     path = resolve_backbone(model_args.backbone)
     text_config, shape_only = backbone_config(model_args, path)
     config = build_config(model_args, path, text_config, shape_only)
-    check_model_switches(model_args)
     kind, train_dataset, data_note, dropped = read_plan_data(data_args, run_args.dry_run)
     task, num_labels = resolve_task(training_args, kind, train_dataset)
     objective = plan_objective(training_args, config, task, num_labels)

@@ -8,6 +8,48 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..losses.objective import check_preset
+from .field_rules import Rule, above, at_least, check_fields, within
+
+# The value rules of the fields below and of the TrainingArguments numbers a recipe sets (the ones the Trainer would
+# only reject, or misuse, after the output folder exists). Preset-driven fields are None until resolved.
+TRAINING_RULES: list[Rule] = [
+    above("learning_rate", 0),
+    at_least("per_device_train_batch_size", 1),
+    at_least("gradient_accumulation_steps", 1),
+    ("max_steps", lambda v: v >= -1, "-1 (use num_train_epochs), 0 (no training step) or >= 1"),
+    ("warmup_steps", lambda v: v >= 0, ">= 0 (a float < 1 is a ratio)"),
+    at_least("weight_decay", 0),
+    ("max_grad_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    within("adam_beta1", 0, 1, closed=False),
+    within("adam_beta2", 0, 1, closed=False),
+    at_least("adam_epsilon", 0),
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    at_least("dataloader_num_workers", 0),
+    at_least("save_total_limit", 1, optional=True),
+    at_least("logging_steps", 0),
+    at_least("save_steps", 0),
+]
+LOSS_RULES: list[Rule] = [
+    at_least("task_weight", 0),
+    at_least("num_labels", 2, optional=True),
+    above("temperature", 0, optional=True),
+    above("cosent_scale", 0),
+    within("alpha", 0, 1, optional=True),
+    above("attention_temperature", 0, optional=True),
+    at_least("sia_attention_weight", 0, optional=True),
+    at_least("sia_cka_weight", 0, optional=True),
+    at_least("sia_k_min", 1, optional=True),
+    at_least("pic_weight", 0, optional=True),
+    above("pic_temperature", 0, optional=True),
+    at_least("pic_task_weight", 0, optional=True),
+    at_least("aux_lr_multiplier", 0, optional=True),
+    at_least("twodmse_kl_weight", 0),
+    above("twodmse_kl_temperature", 0),
+    at_least("cache_mini_batch_size", 1, optional=True),
+    at_least("teacher_weight", 0),
+    above("teacher_temperature", 0),
+    at_least("teacher_cka_weight", 0),
+]
 
 
 @dataclass
@@ -209,5 +251,10 @@ class MIPICTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_fields(self, [*TRAINING_RULES, *LOSS_RULES])  # before TrainingArguments turns values into others
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if self.teacher_model and self.teacher_cache:
+            raise ValueError("teacher_model and teacher_cache exclude each other; set one")
         super().__post_init__()
         check_preset(self.preset)  # fails early; the other switches are checked when the objective is built
