@@ -99,7 +99,7 @@ def test_three_cached_steps_train_like_three_plain_ones(tokenizer, tmp_path: Pat
 
 def test_cache_settings_are_checked_before_training(tokenizer, tmp_path: Path) -> None:
     rows = make_dataset("pairs", n=8)
-    with pytest.raises(ValueError, match="cache_mini_batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match="cache_mini_batch_size must be >= 1, got 0"):
         _trainer(tokenizer, tmp_path, tiny_model(tokenizer), rows, cache_mini_batch_size=0)
     with pytest.raises(ValueError, match="teacher_cka_weight compares whole-batch token states"):
         _trainer(

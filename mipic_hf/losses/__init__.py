@@ -1,6 +1,6 @@
 """MIPIC loss terms, one module per term of the paper, plus the baselines trained side by side."""
 
-from .base import EncodedText
+from .base import EncodedText, MatryoshkaObjective, check_objective
 from .cka import linear_cka
 from .mipic import PRESETS, MIPICLoss
 from .mrl import MRLLoss
@@ -15,11 +15,13 @@ __all__ = [
     "EncodedText",
     "MIPICLoss",
     "MRLLoss",
+    "MatryoshkaObjective",
     "MatryoshkaTaskLoss",
     "PICLoss",
     "SIALoss",
     "StarbucksLoss",
     "TwoDMSELoss",
+    "check_objective",
     "linear_cka",
     "topk_token_masks",
 ]

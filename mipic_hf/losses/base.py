@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 NEG_INF = -1e9  # finite "minus infinity" for masked scores: keeps 0 * log terms finite in backward
 
@@ -86,3 +87,49 @@ class EncodedText:
     @property
     def token_mask(self) -> torch.Tensor:
         return self.attention_mask.bool()
+
+
+def check_objective(objective: object) -> None:
+    """An objective handed in from outside (``MIPICTrainer(objective=...)``) must honour the interface below."""
+    if not isinstance(objective, MatryoshkaObjective):
+        raise TypeError(
+            f"objective must be a mipic_hf.losses.MatryoshkaObjective (subclass it: task, forward, and what differs "
+            f"of needs_hidden_states / token_terms / config_dict), got {type(objective).__name__}"
+        )
+
+
+class MatryoshkaObjective(nn.Module):
+    """What the trainer, the plan and the run summary ask of an objective, so none of them looks at its type.
+
+    Subclasses set ``task`` (the :class:`~mipic_hf.losses.task.MatryoshkaTaskLoss` at every prefix) and
+    ``forward(encoded, labels) -> {"loss", <named components>}``; they override what differs:
+
+    - ``needs_hidden_states``: whether the encoder pass must keep every layer's states;
+    - :meth:`token_terms` / ``has_token_terms``: the token-level part a gradient-cached step adds mini-batch by
+      mini-batch (empty by default);
+    - :meth:`config_dict`: the objective's settings as plain values (the plan and ``mipic_training`` print them);
+    - ``citation``: the paper the objective comes from (BibTeX), where there is one.
+    """
+
+    needs_hidden_states: bool = False
+    citation: str | None = None
+    task: nn.Module
+
+    @property
+    def task_weight(self) -> float:
+        return float(self.task.weight)
+
+    @property
+    def num_candidates(self) -> int | None:
+        """InfoNCE candidates per anchor in the last call (None for other task losses)."""
+        return self.task.num_candidates
+
+    @property
+    def has_token_terms(self) -> bool:
+        return False
+
+    def token_terms(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
+        return {}
+
+    def config_dict(self) -> dict[str, object]:
+        return {}

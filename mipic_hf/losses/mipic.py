@@ -17,9 +17,8 @@ so ``default`` trains the task loss at every prefix and at the ladder's rungs an
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .base import EncodedText
+from .base import EncodedText, MatryoshkaObjective
 from .pic import PICLoss
 from .sia import SIALoss
 from .task import MatryoshkaTaskLoss
@@ -128,7 +127,7 @@ def paper_alpha(hidden_size: int, is_causal: bool) -> float:
     return 0.5 if is_causal or hidden_size >= 1024 else 0.4
 
 
-class MIPICLoss(nn.Module):
+class MIPICLoss(MatryoshkaObjective):
     """alpha * (L_MRL + pic_task_weight * L_rung) + (1 - alpha) * (L_SIA + pic_weight * L_PIC).
 
     Inputs: ``encoded`` (one :class:`EncodedText` per text column, with hidden states), ``labels``.
@@ -140,6 +139,13 @@ class MIPICLoss(nn.Module):
     """
 
     needs_hidden_states = True
+    citation = """@article{mipic2026,
+  title   = {MIPIC: Matryoshka Representation Learning via Self-Distilled Intra-Relational and Progressive
+             Information Chaining},
+  author  = {Huy and Vu and Truong and Tran and Van and Nguyen and Le},
+  journal = {arXiv preprint arXiv:2604.24374},
+  year    = {2026}
+}"""
 
     def __init__(
         self,
@@ -184,6 +190,24 @@ class MIPICLoss(nn.Module):
             task = task + self.pic_task_weight * out["rung"]
         out["loss"] = self.alpha * task + (1.0 - self.alpha) * aux
         return out
+
+    @property
+    def has_token_terms(self) -> bool:
+        return self.sia is not None
+
+    def config_dict(self) -> dict[str, object]:
+        """alpha, the ladder, which terms are on (and SIA's layers and prefixes when it is)."""
+        config: dict[str, object] = {
+            "alpha": self.alpha,
+            "pic_ladder": [list(rung) for rung in self.ladder],
+            "terms": {"sia": self.sia is not None, "pic": self.pic is not None, "rung": bool(self.pic_task_weight)},
+            "pic_task_weight": self.pic_task_weight,
+        }
+        if self.sia is not None:
+            config["sia_layers"] = list(self.sia.layers)
+            config["sia_prefix_dims"] = list(self.sia.prefix_dims)
+            config["attention_temperature"] = self.sia.attention_temperature
+        return config
 
     def token_terms(self, encoded: EncodedText) -> dict[str, torch.Tensor]:
         """SIA of one text column (means over its sentences) and its share of the loss, ``"loss"``; empty when SIA

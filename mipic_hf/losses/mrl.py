@@ -7,19 +7,26 @@ full embedding, the reference every Matryoshka method is compared against.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .base import EncodedText
+from .base import EncodedText, MatryoshkaObjective
 from .task import MatryoshkaTaskLoss
 
 
-class MRLLoss(nn.Module):
+class MRLLoss(MatryoshkaObjective):
     """L_MRL on the last layer: ``forward(encoded, labels) -> {"loss", "mrl"}``.
 
     With ``full_dim_only`` the task loss is applied at the full width alone (method ``none``).
     """
 
     needs_hidden_states = False
+    citation = """@inproceedings{kusupati2022matryoshka,
+  title     = {Matryoshka Representation Learning},
+  author    = {Kusupati, Aditya and Bhatt, Gantavya and Rege, Aniket and Wallingford, Matthew and Sinha, Aditya
+               and Ramanujan, Vivek and Howard-Snyder, William and Chen, Kaifeng and Kakade, Sham and Jain, Prateek
+               and Farhadi, Ali},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2022}
+}"""
 
     def __init__(self, task: MatryoshkaTaskLoss, full_dim_only: bool = False) -> None:
         super().__init__()
@@ -31,3 +38,6 @@ class MRLLoss(nn.Module):
         out = dict(self.task([e.pooled() for e in encoded], labels, dims=dims))
         out["loss"] = out["mrl"]
         return out
+
+    def config_dict(self) -> dict[str, object]:
+        return {"full_dim_only": self.full_dim_only}

@@ -18,9 +18,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .base import EncodedText
+from .base import EncodedText, MatryoshkaObjective
 from .task import MatryoshkaTaskLoss
 
 LAYER_WEIGHTINGS = ("uniform", "log", "linear")
@@ -36,7 +35,7 @@ def layer_weight(layer: int, weighting: str) -> float:
     raise ValueError(f"twodmse_layer_weighting must be one of {', '.join(LAYER_WEIGHTINGS)}, got {weighting!r}")
 
 
-class TwoDMSELoss(nn.Module):
+class TwoDMSELoss(MatryoshkaObjective):
     """``forward(encoded, labels) -> {"loss", "mrl", "layer", "kl"}`` (mrl = the last-layer part)."""
 
     needs_hidden_states = True
@@ -58,6 +57,14 @@ class TwoDMSELoss(nn.Module):
         self.layer_weighting = layer_weighting
         self.kl_weight = kl_weight
         self.kl_temperature = kl_temperature
+
+    def config_dict(self) -> dict[str, object]:
+        return {
+            "layers": list(self.layers),
+            "layer_weighting": self.layer_weighting,
+            "kl_weight": self.kl_weight,
+            "kl_temperature": self.kl_temperature,
+        }
 
     def sample(self) -> tuple[int, int]:
         """One (layer, dim) for this step, from torch's global RNG."""

@@ -49,11 +49,6 @@ def check_teacher(args: MIPICTrainingArguments, hidden: int, num_layers: int) ->
             "teacher.teacher_cka_weight needs token states: a live teacher ('initial' or a model with the "
             "student's tokenizer), not teacher_cache"
         )
-    if args.teacher_cka_weight and args.cache_mini_batch_size:
-        raise RecipeError(
-            "teacher.teacher_cka_weight compares whole-batch token states, which gradient caching "
-            "(loss.cache_mini_batch_size) does not keep: set one of them off"
-        )
 
 
 def check_output_dir_is_folder(t: MIPICTrainingArguments) -> None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.common import offline_switch
-from ..losses.mipic import MIPICLoss
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import FITTED_AFTER, resolve_rotation
 from ..training.tasks import KIND_TO_TASK, infer_task
@@ -90,24 +89,7 @@ class Plan:
             + (f" ({self.num_labels} labels)" if self.num_labels else "")
             + ("" if t.task_weight == 1 else f" x{t.task_weight:g}" + (" (off)" if t.task_weight == 0 else "")),
         ]
-        obj = self.objective
-
-        def rungs(pairs: list[tuple[int, int]]) -> str:
-            return " ".join(f"({dim},{layer})" for dim, layer in pairs)
-
-        if isinstance(obj, MIPICLoss):
-            uses = ["PIC"] if obj.pic is not None else []
-            uses += [f"task loss at lower rungs x{obj.pic_task_weight:g}"] if obj.pic_task_weight else []
-            lines.append(f"  ladder     {rungs(obj.ladder)}: {', '.join(uses) or 'unused'}")
-            if obj.sia is not None:
-                lines.append(
-                    f"  SIA        layers {obj.sia.layers}, prefixes {obj.sia.prefix_dims}, "
-                    f"tau_att {obj.sia.attention_temperature}, alpha {obj.alpha}"
-                )
-            else:
-                lines.append(f"  SIA        off, alpha {obj.alpha}")
-        if hasattr(obj, "pairs"):
-            lines.append(f"  diagonal   {rungs(obj.pairs)}")
+        lines += objective_lines(self.objective.config_dict())
         if t.teacher_model or t.teacher_cache:
             source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
             dims = t.teacher_dims or c.matryoshka_dimensions
@@ -138,6 +120,30 @@ class Plan:
             private = " private" if self.push.private else ""
             lines.append(f"  push       {self.push.repo_id}{private} (revision {self.push.revision or 'main'})")
         return "\n".join(lines)
+
+
+def _rungs(pairs: list[list[int]]) -> str:
+    return " ".join(f"({dim},{layer})" for dim, layer in pairs)
+
+
+def objective_lines(config: dict[str, Any]) -> list[str]:
+    """The plan's lines for an objective's ``config_dict()``: MIPIC's ladder and SIA, Starbucks' diagonal."""
+    lines = []
+    if "pic_ladder" in config:
+        terms = config["terms"]
+        uses = ["PIC"] if terms["pic"] else []
+        uses += [f"task loss at lower rungs x{config['pic_task_weight']:g}"] if terms["rung"] else []
+        lines.append(f"  ladder     {_rungs(config['pic_ladder'])}: {', '.join(uses) or 'unused'}")
+        if terms["sia"]:
+            lines.append(
+                f"  SIA        layers {config['sia_layers']}, prefixes {config['sia_prefix_dims']}, "
+                f"tau_att {config['attention_temperature']}, alpha {config['alpha']}"
+            )
+        else:
+            lines.append(f"  SIA        off, alpha {config['alpha']}")
+    if "pairs" in config:
+        lines.append(f"  diagonal   {_rungs(config['pairs'])}")
+    return lines
 
 
 def resolve_backbone(name: str | None) -> str:

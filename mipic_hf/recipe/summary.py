@@ -65,18 +65,13 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
         "train_seconds": round(seconds, 1),
         "license": plan.export_args.license,
     }
+    config = obj.config_dict()
     if t.method == "mipic":
-        settings = resolve_settings(t)
-        settings["alpha"] = obj.alpha
-        summary["alpha"] = obj.alpha
-        summary["settings"] = settings
-        summary["pic_ladder"] = [list(rung) for rung in obj.ladder]
-        summary["terms"] = {"sia": obj.sia is not None, "pic": obj.pic is not None, "rung": bool(obj.pic_task_weight)}
-        if obj.sia is not None:
-            summary["sia_layers"] = list(obj.sia.layers)
-            summary["sia_prefix_dims"] = list(obj.sia.prefix_dims)
-    elif hasattr(obj, "pairs"):
-        summary["pairs"] = [list(pair) for pair in obj.pairs]
+        summary["alpha"] = config["alpha"]
+        summary["settings"] = {**resolve_settings(t), "alpha": config["alpha"]}
+        summary.update({k: config[k] for k in ("pic_ladder", "terms", "sia_layers", "sia_prefix_dims") if k in config})
+    elif "pairs" in config:
+        summary["pairs"] = config["pairs"]
     if plan.lora_args.use_lora:
         from ..training.lora import lora_targets
 

@@ -256,5 +256,10 @@ class MIPICTrainingArguments(TrainingArguments):
             raise ValueError(f"num_train_epochs must be > 0, got {self.num_train_epochs}")
         if self.teacher_model and self.teacher_cache:
             raise ValueError("teacher_model and teacher_cache exclude each other; set one")
+        if self.teacher_cka_weight and self.cache_mini_batch_size:
+            raise ValueError(
+                "teacher_cka_weight compares whole-batch token states, which gradient caching (cache_mini_batch_size) "
+                "does not keep: set one of them off"
+            )
         super().__post_init__()
         check_preset(self.preset)  # fails early; the other switches are checked when the objective is built

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..losses.base import EncodedText
+from ..losses.base import EncodedText, MatryoshkaObjective
 from .grad_cache import CachedBatch, Replay, encode_without_grad, replay_loss
 from .teacher import TeacherTerm
 from .unwrap import matryoshka_model
@@ -32,7 +32,7 @@ class TrainingModule(nn.Module):
     """
 
     def __init__(
-        self, encoder: nn.Module, objective: nn.Module, task_loss: str, teacher: TeacherTerm | None = None
+        self, encoder: nn.Module, objective: MatryoshkaObjective, task_loss: str, teacher: TeacherTerm | None = None
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -42,13 +42,13 @@ class TrainingModule(nn.Module):
 
     @property
     def needs_hidden_states(self) -> bool:
-        need = bool(getattr(self.objective, "needs_hidden_states", True))
+        need = self.objective.needs_hidden_states
         return need or (self.teacher is not None and bool(self.teacher.layers))
 
     def columns(self, features: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         """The encoder passes of a batch: one per text column, the single column twice for SimCSE's two views."""
-        task_weight = getattr(getattr(self.objective, "task", None), "weight", 1.0)
-        return features * 2 if self.task_loss == "simcse" and task_weight else features  # no views: no task
+        twice = self.task_loss == "simcse" and self.objective.task_weight
+        return features * 2 if twice else features  # no views: no task
 
     def encode(self, batch: dict[str, torch.Tensor]) -> EncodedText:
         """One encoder forward over one text column."""
@@ -72,7 +72,7 @@ class TrainingModule(nn.Module):
         if replay is not None:
             with replay.mini.rand.replay():
                 encoded = self.encode(replay.mini.features)
-            return replay_loss(encoded, replay, getattr(self.objective, "token_terms", lambda e: {}))
+            return replay_loss(encoded, replay, self.objective.token_terms)
         encoded = self.encode_columns(features)
         return self._with_teacher(self.objective(encoded, labels), encoded, features, texts)
 
@@ -94,7 +94,7 @@ class TrainingModule(nn.Module):
         num_layers = int(matryoshka_model(self.encoder).config.text_config.num_hidden_layers)
         layers = list(range(1, num_layers)) if self.needs_hidden_states else []
         cached = encode_without_grad(self.encode, self.columns(features), size, layers, num_layers)
-        skip = {"with_token_terms": False} if getattr(self.objective, "sia", None) is not None else {}
+        skip = {"with_token_terms": False} if self.objective.has_token_terms else {}
         taught = self.teacher.embed(features, texts, size) if self.teacher is not None else None
         parts = self.objective(cached.encoded, labels, **skip)
         parts = self._with_teacher(parts, cached.encoded, features, texts, taught)

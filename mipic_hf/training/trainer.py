@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..losses.base import check_objective
 from ..losses.objective import build_objective, resolve_settings
 from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
@@ -27,21 +28,6 @@ AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf during training (see ``stop_on_nonfinite_loss``)."""
-
-
-def check_cache_settings(args: MIPICTrainingArguments) -> None:
-    """``cache_mini_batch_size``: a positive count, and not with the teacher's token CKA (token states of the whole
-    batch are what caching does not keep)."""
-    size = args.cache_mini_batch_size
-    if size is None:
-        return
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"cache_mini_batch_size must be a positive integer or None, got {size!r}")
-    if args.teacher_cka_weight:
-        raise ValueError(
-            "teacher_cka_weight compares whole-batch token states, which gradient caching does not keep: "
-            "set teacher_cka_weight to 0 or cache_mini_batch_size to none"
-        )
 
 
 class MIPICTrainer(AtomicCheckpoints):
@@ -73,7 +59,6 @@ class MIPICTrainer(AtomicCheckpoints):
             raise TypeError(f"args must be MIPICTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise ValueError("model must be a MatryoshkaModel (e.g. MatryoshkaModel.from_backbone(...))")
-        check_cache_settings(args)
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass processing_class=tokenizer (or a data_collator) to tokenize the text columns")
@@ -101,6 +86,7 @@ class MIPICTrainer(AtomicCheckpoints):
             check_task_inputs(self.task_loss, len(texts), label is not None)
         if objective is None:
             objective = build_objective(args, matryoshka_model(model).config, self.task_loss, num_labels)
+        check_objective(objective)
         self.objective = objective
         self.aux_lr_multiplier = float(resolve_settings(args)["aux_lr_multiplier"])
         teacher = self._build_teacher(args, model, processing_class, data_collator)
@@ -216,7 +202,7 @@ class MIPICTrainer(AtomicCheckpoints):
         bucket = self._components["train" if training else "eval"]
         for name, value in detached.items():
             bucket["total" if name == "loss" else name].append(value.float())
-        candidates = getattr(getattr(self.objective, "task", None), "num_candidates", None)
+        candidates = self.objective.num_candidates
         if candidates is not None:  # InfoNCE candidates per anchor: grows with gather_across_devices
             bucket["candidates"].append(torch.tensor(float(candidates)))
 
