@@ -129,8 +129,13 @@ def check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     folder, precisions, and the calibration texts and training pairs read."""
     from ..evaluation.grid import check_tasks
     from ..evaluation.precision import check_precisions
+    from ..evaluation.report import check_plots
 
     tasks = check_tasks([t for chunk in args.tasks for t in chunk.split(",") if t.strip()])
+    try:
+        check_plots()
+    except ImportError as err:
+        raise ValueError(str(err)) from None
     for name in ("max_samples", "batch_size", "max_length", "calibration_max_texts"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -106,6 +106,21 @@ def summary_lines(results: Mapping[str, Any], target: float | None = None) -> li
     return lines
 
 
+PLOTS_EXTRA = "report"  # pip install 'mipic-hf[report]': matplotlib, for the evaluation's figures
+
+
+def check_plots() -> None:
+    """The evaluation writes figures with matplotlib, an extra (``mipic-hf[report]``): one line when it is missing,
+    called before any work starts."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(
+            f"the evaluation writes its plots with matplotlib: pip install 'mipic-hf[{PLOTS_EXTRA}]' (the README's "
+            "commands install it)"
+        )
+
+
 def figure(size: tuple[float, float]) -> tuple[Any, Any]:
     """A Figure drawn by the Agg canvas, outside pyplot: no global backend switch, nothing to close."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

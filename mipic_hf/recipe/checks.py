@@ -118,7 +118,13 @@ def check_eval(eval_args: EvalArguments, hidden: int, num_layers: int, calibrati
     from ..data import BENCHMARKS
     from ..data.retrieval import is_beir_folder
     from ..evaluation.precision import GRID_PRECISIONS
+    from ..evaluation.report import check_plots
 
+    if eval_args.eval_tasks:
+        try:
+            check_plots()
+        except ImportError as err:
+            raise RecipeError(f"eval.eval_tasks: {err}, or set eval.eval_tasks: none") from None
     unknown = [t for t in eval_args.eval_tasks if t not in BENCHMARKS and not is_beir_folder(t)]
     if unknown:
         raise RecipeError(

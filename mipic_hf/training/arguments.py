@@ -22,7 +22,7 @@ TRAINING_RULES: list[Rule] = [
     ("max_grad_norm", lambda v: v >= 0, ">= 0 (0 disables clipping)"),
     within("adam_beta1", 0, 1, closed=False),
     within("adam_beta2", 0, 1, closed=False),
-    at_least("adam_epsilon", 0),
+    above("adam_epsilon", 0),  # 0 divides by zero where a gradient is 0: NaN weights after one step
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
     at_least("dataloader_num_workers", 0),
     at_least("save_total_limit", 1, optional=True),
