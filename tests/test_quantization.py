@@ -162,3 +162,15 @@ def test_calibration_modes_against_numpy() -> None:
         assert max(agreement, key=agreement.get) == {"decay": "shared", "outlier": "coordinate"}[name], agreement
     with pytest.raises(ValueError, match="calibration mode must be one of coordinate, shared, auto, got 'pca'"):
         calibration_ranges({6: vectors}, [8], True, "pca")
+
+
+def test_calibration_refuses_non_finite_embeddings(tiny_backbone: str) -> None:
+    from mipic_hf.training.errors import NonFiniteLossError
+
+    model = MatryoshkaModel.from_backbone(tiny_backbone, matryoshka_dimensions=[8, 64], matryoshka_layers=[1, 2])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    with torch.no_grad():
+        model.backbone.encoder.layer[1].output.dense.weight.mul_(1e30)  # what a diverged step leaves: huge, finite
+    with pytest.raises(NonFiniteLossError, match=r"embeddings are non-finite at exit layers \[2\]"):
+        fit_quantization_ranges(model.eval(), tokenizer, TEXTS)
+    assert model.quantization is None  # nothing stored

@@ -332,3 +332,14 @@ def test_group_by_length_batches_rows_of_similar_length(tokenizer, tmp_path: Pat
         return sum(f["input_ids"].numel() for batch in trainer.get_train_dataloader() for f in batch["features"])
 
     assert padded_tokens("group_by_length") < 0.75 * padded_tokens("random")
+
+
+def test_non_finite_weights_after_training_stop_the_run() -> None:
+    from mipic_hf.training.trainer import NonFiniteLossError, check_finite_weights
+
+    layer = torch.nn.Linear(2, 2)
+    check_finite_weights(layer, 3)  # finite: nothing to say
+    with torch.no_grad():
+        layer.bias[1] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite weights after step 3 \(1 tensors, e.g. bias\)"):
+        check_finite_weights(layer, 3)

@@ -174,6 +174,7 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     from ..training.lora import merge_lora, save_adapter
     from ..training.preemption import PreemptionCallback
     from ..training.rotation import fit_output_rotation
+    from ..training.trainer import check_finite_weights
 
     rotation_texts = rotation_fit_texts(plan)
     if plan.model_args.output_rotation == "before":
@@ -186,6 +187,7 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     if plan.training_args.max_steps != 0:  # 0: the backbone is kept as it is (e.g. output_rotation: adaptor alone)
         trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
     preemption.check(plan.training_args.output_dir)  # stopped on SIGTERM / SIGINT: nothing more is written
+    check_finite_weights(model, trainer.state.global_step)
     if plan.lora_args.use_lora:
         if trainer.is_world_process_zero():  # multi-process: only rank 0 writes
             save_adapter(model, Path(plan.training_args.output_dir) / ADAPTER_DIR, base_model=plan.backbone_path)

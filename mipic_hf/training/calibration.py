@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..evaluation.precision import calibration_ranges, model_code_basis
+from .errors import NonFiniteLossError
 
 
 @torch.no_grad()
@@ -29,6 +30,12 @@ def fit_quantization_ranges(
         raise ValueError("calibrating int8 ranges needs at least 2 texts")
     layers = list(model.config.matryoshka_layers)
     full = model.encode_layers(texts, tokenizer, layers, dimension=model.hidden_size, batch_size=batch_size)
+    bad = [layer for layer, vectors in full.items() if not torch.isfinite(vectors).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"the model's embeddings are non-finite at exit layers {bad} on the calibration texts (training "
+            "diverged: lower learning_rate or weight_decay); no int8 ranges were stored"
+        )
     found = calibration_ranges(
         {layer: v.cpu().numpy() for layer, v in full.items()},
         model.config.matryoshka_dimensions,

@@ -17,6 +17,7 @@ from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .checkpoints import AtomicCheckpoints
 from .collator import MatryoshkaDataCollator, pad_multiple, split_columns, with_lengths
+from .errors import NonFiniteLossError
 from .grad_cache import detached, leaf_gradients, replays
 from .module import TrainingModule
 from .tasks import infer_task
@@ -26,8 +27,17 @@ from .unwrap import matryoshka_model
 AUX_WEIGHTS_NAME = "mipic_aux.safetensors"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf during training (see ``stop_on_nonfinite_loss``)."""
+@torch.no_grad()
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """After training: every weight finite, else NonFiniteLossError. The loss of the last step can be finite while
+    its optimizer step overflows the weights (a huge learning rate or weight decay); nothing downstream should then
+    calibrate, evaluate or export them."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"training left non-finite weights after step {step} ({len(bad)} tensors, e.g. {bad[0]}): lower "
+            "learning_rate or weight_decay; nothing after training was written"
+        )
 
 
 class MIPICTrainer(AtomicCheckpoints):
