@@ -439,12 +439,34 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
     print(f"done {split} {method} seed {seed} in {time.time() - start:.0f} s", flush=True)
 
 
+LEGACY = "legacy.txt"  # RESULTS/legacy.txt: the raw files archived before they carried provenance (issue 29)
+
+
 def archive(out: Path, split: str, method: str) -> Path:
-    """Copy a run's eval_results.json to RESULTS/<split>/<method>/<seed>.json (the committed raw data)."""
+    """Copy a run's eval_results.json to RESULTS/<split>/<method>/<seed>.json (the committed raw data), with what
+    produced it under ``"provenance"`` (method, seed, split, the resolved recipe or peer spec, commit, versions,
+    machine, date). A raw file that exists is kept, never overwritten."""
+    from provenance import provenance
+
     target = RESULTS / split / method / f"{out.name}.json"
+    if target.is_file():
+        print(f"kept {target}: a raw file is never overwritten", flush=True)
+        return target
+    recipe = out / "mipic_recipe.yaml"
+    resolved = recipe.read_text(encoding="utf-8") if recipe.is_file() else None
+    results = json.loads((out / "eval" / "eval_results.json").read_text())
+    seed = int(out.name[4:])  # the run folder's seed (seed0 for the untrained rows)
+    results["provenance"] = provenance(method=method, seed=seed, split=split, spec=METHODS[method], recipe=resolved)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text((out / "eval" / "eval_results.json").read_text())
+    with open(target, "x", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
     return target
+
+
+def check_provenance(path: Path, data: dict, legacy: set[str]) -> None:
+    """A raw file written since issue 29 must say what produced it; older ones are listed in RESULTS/legacy.txt."""
+    if "provenance" not in data and path.relative_to(RESULTS).as_posix() not in legacy:
+        raise SystemExit(f"{path}: no provenance (method, seed, recipe, commit, versions) and not in {LEGACY}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -455,10 +477,14 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def load_scores(split: str) -> dict[str, dict[int, dict]]:
     found: dict[str, dict[int, dict]] = {}
+    listed = RESULTS / LEGACY
+    legacy = set(listed.read_text().split()) if listed.is_file() else set()
     for path in sorted((RESULTS / split).glob("*/seed*.json")):
         method, seed = path.parts[-2], int(path.stem[4:])
         if method in METHODS:
-            found.setdefault(method, {})[seed] = json.loads(path.read_text())
+            data = json.loads(path.read_text())
+            check_provenance(path, data, legacy)
+            found.setdefault(method, {})[seed] = data
     return found
 
 

@@ -38,7 +38,11 @@ def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: st
     for method in METHODS:
         seed = "seed0" if method.startswith("untrained") else "seed42"
         result = json.loads((runs / "validation" / method / seed / "eval" / "eval_results.json").read_text())
-        assert json.loads((results / "validation" / method / f"{seed}.json").read_text()) == result  # archived
+        archived = json.loads((results / "validation" / method / f"{seed}.json").read_text())
+        made = archived.pop("provenance")  # what produced the raw file
+        assert archived == result and made["method"] == method and made["seed"] == int(seed[4:])
+        assert made["split"] == "validation" and len(made["commit"]) == 40 and "torch" in made["versions"]
+        assert (made["recipe"] is None) == (method.startswith("untrained") or method == "st_matryoshka2d")
         # The tiny backbone (2 layers, 64 wide) gets the grid quality.py derives from its shape.
         assert result["dims"] == [8, 16, 32, 64] and result["layers"] == [1, 2]
         scores = result["tasks"]["stsb"]["scores"]
@@ -248,3 +252,18 @@ def test_the_table_check_names_a_row_no_report_prints(tmp_path: Path) -> None:
     bad = subprocess.run(check, capture_output=True, text=True)
     assert bad.returncode == 1
     assert f"R.md:{len(good.splitlines()) + len(rows)}: no report prints this row: {changed}" in bad.stderr
+
+
+def test_the_report_refuses_a_new_raw_file_without_provenance(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    raw = results / "test" / "mrl" / "seed42.json"
+    raw.parent.mkdir(parents=True)
+    source = ROOT / "benchmarks" / "results" / "quality" / "test" / "mrl" / "seed42.json"
+    raw.write_text(source.read_text())  # an old raw file: no provenance
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    report = [sys.executable, str(QUALITY), "--results", str(results), "report", "--split", "test"]
+    proc = subprocess.run(report, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "seed42.json: no provenance" in proc.stderr
+    (results / "legacy.txt").write_text("test/mrl/seed42.json\n")  # listed as written before issue 29
+    proc = subprocess.run(report, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "| mrl (1) | " in proc.stdout, proc.stderr[-2000:]
