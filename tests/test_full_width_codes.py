@@ -5,31 +5,19 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from test_quantization import TEXTS as SHARED_TEXTS
+from test_quantization import st_quantize
 from transformers import AutoTokenizer
 
 from mipic_hf import MatryoshkaConfig, MatryoshkaModel
 from mipic_hf.evaluation.precision import budget_view, calibration_ranges, coded_full, model_code_basis, searchable
 from mipic_hf.training.calibration import fit_quantization_ranges
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from sentence_transformers.quantization import quantize_embeddings as st_quantize
-
-TEXTS = [
-    "A fox naps under the old oak.",
-    "The oak shades a sleeping fox.",
-    "Quarterly revenue rose by four percent.",
-    "Where is the nearest train station?",
-    "Two children build a sandcastle on the beach.",
-    "The committee postponed its vote.",
-    "Rain is expected over the weekend.",
-    "She plays the violin in an orchestra.",
-]
+TEXTS = [*SHARED_TEXTS, "Rain is expected over the weekend.", "She plays the violin in an orchestra."]
 HIDDEN = 64
 
 
