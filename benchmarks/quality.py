@@ -60,7 +60,7 @@ SNLI = [
 ]
 TEACHER_ARGS = ["--teacher_model", "initial", "--teacher_weight", "10"]
 TEACHER_PICK = [*TEACHER_ARGS, "--teacher_temperature", "0.2"]  # select_teacher's pick on STS-B dev (RESULTS.md)
-T_FINAL = [*MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"]  # issue 14's outcome (below)
+T_FINAL = [*MIPIC, "default", *TEACHER_PICK, "--fit_rotation", "before"]  # issue 14's outcome (below)
 METHODS: dict[str, list[str] | str | dict | None] = {
     "untrained": None,
     # issue 14's zero-training anchor: the base model centred + PCA-rotated (mipic_hf.training.rotation, fitted on the
@@ -134,8 +134,8 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "t_abl_no_rung": [*MIPIC, "tuned", *TEACHER_PICK, "--pic_task_weight", "0"],
     # issue 14 candidates: the output rotation fitted on the training sentences before training (training refines
     # the encoder under it) or after
-    "t_rot_before": [*MIPIC, "tuned", *TEACHER_PICK, "--output_rotation", "before"],
-    "t_rot_after": [*MIPIC, "tuned", *TEACHER_PICK, "--output_rotation", "after"],
+    "t_rot_before": [*MIPIC, "tuned", *TEACHER_PICK, "--fit_rotation", "before"],
+    "t_rot_after": [*MIPIC, "tuned", *TEACHER_PICK, "--fit_rotation", "after"],
     # reshaped SIA / PIC (one change each): lifts P at random as the authors' code, PIC averaged like SIA
     "t_lift_random": [*MIPIC, "tuned", *TEACHER_PICK, "--sia_lift_init", "random"],
     "t_pic_mean": [*MIPIC, "tuned", *TEACHER_PICK, "--pic_aggregation", "mean"],
@@ -161,12 +161,12 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # issue 14, protocol B (SNLI / MNRL) with the output rotation and the teacher at every exit
     "snli_t_rot_before": {
         "recipe": PROTOCOL,
-        "args": [*SNLI, *MIPIC, "tuned", *TEACHER_PICK, "--output_rotation", "before"],
+        "args": [*SNLI, *MIPIC, "tuned", *TEACHER_PICK, "--fit_rotation", "before"],
     },
     # protocol B with issue 14's outcome (t_final below): the new `default` + the initial teacher + rotation before
     "snli_t_final": {
         "recipe": PROTOCOL,
-        "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--output_rotation", "before"],
+        "args": [*SNLI, *MIPIC, "default", *TEACHER_PICK, "--fit_rotation", "before"],
     },
     # issue 28's first training candidate: protocol B's recipe without the rotation (the base's own coordinates,
     # whose int8 and sign bits issue 27 found the best), the teacher holding the full width's relations
@@ -183,7 +183,7 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     "nolabel_teacher": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_temperature", "0.2"]},
     "nolabel_teacher_no_rotation": {
         "recipe": "matryoshkafy-exits.yaml",
-        "args": ["--teacher_temperature", "0.2", "--output_rotation", "none"],
+        "args": ["--teacher_temperature", "0.2", "--fit_rotation", "none"],
     },
     # the no-label fix screened on dev (select_nolabel): the teacher's term at the last exit only. On test (seed 42)
     # nolabel_teacher lost 0.8-8.5 at the last exit: training the shallow exits towards the full-width geometry
@@ -359,8 +359,8 @@ def run_ours(
         "false",
     ]
     recipe_model = yaml.safe_load(Path(argv[0]).read_text()).get("model") or {}
-    if "--output_rotation" not in overrides and "output_rotation" not in recipe_model:
-        argv += ["--output_rotation", "none"]  # rows rotate only where they say so (the run's default is auto)
+    if "--fit_rotation" not in overrides and "fit_rotation" not in recipe_model:
+        argv += ["--fit_rotation", "none"]  # rows rotate only where they say so (the run's default is auto)
     if recipe == PROTOCOL:  # the benchmark's protocol, whatever the recipe's training defaults
         argv += ["--per_device_train_batch_size", "32", "--warmup_steps", "0.1", "--train_max_length", "64"]
         if "--learning_rate" not in overrides:

@@ -26,7 +26,7 @@ CASES = [
     (MIPICTrainingArguments, "learning_rate", -1.0, "training", "learning_rate must be > 0, got -1.0"),
     (MIPICTrainingArguments, "adam_beta2", 1.0, "training", "adam_beta2 must be in [0, 1), got 1.0"),
     (ModelArguments, "calibration_mode", "minmax", "model", "calibration_mode must be one of coordinate, shared, auto"),
-    (ModelArguments, "output_rotation", "sometimes", "model", "output_rotation must be one of auto, none, before"),
+    (ModelArguments, "fit_rotation", "sometimes", "model", "fit_rotation must be one of auto, none, before"),
     (LoraArguments, "lora_dropout", 1.5, "lora", "lora_dropout must be in [0, 1), got 1.5"),
     (EvalArguments, "eval_target", 1.5, "eval", "eval_target must be a number in (0, 1], got 1.5"),
 ]

@@ -93,7 +93,7 @@ def rotated_runs(tmp_path_factory, tiny_backbone: str) -> dict[str, Path]:
                 *("--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3"),
                 *("--eval_tasks", "stsb", "--eval_max_samples", "20", "--report_to", "none"),
                 *("--save_strategy", "no", "--output_dir", str(root / when), "--use_cpu", "true"),
-                *("--pooling", "mean", "--output_rotation", when, "--matryoshka_layers", "1", "2"),
+                *("--pooling", "mean", "--fit_rotation", when, "--matryoshka_layers", "1", "2"),
             ]
             assert main(args) == 0
         finally:
@@ -176,11 +176,11 @@ def test_rotation_inside_the_onnx_graph(rotated_runs: dict, tmp_path: Path) -> N
 def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_backbone: str, capsys) -> None:
     out = tmp_path / "run"
     args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(out), "--dry_run"]
-    assert main([*args, "--output_rotation", "sometimes"]) == 2
+    assert main([*args, "--fit_rotation", "sometimes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: model.output_rotation must be one of auto, none, before, after, adaptor, got 'sometimes'"]
-    assert main([*args, "--output_rotation", "before", "--adapter_only", "true", "--use_lora", "true"]) == 2
-    assert "export.adapter_only cannot carry model.output_rotation" in capsys.readouterr().err
+    assert err == ["error: model.fit_rotation must be one of auto, none, before, after, adaptor, got 'sometimes'"]
+    assert main([*args, "--fit_rotation", "before", "--adapter_only", "true", "--use_lora", "true"]) == 2
+    assert "export.adapter_only cannot carry model.fit_rotation" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -190,9 +190,9 @@ def test_bad_rotation_switch_is_one_line_before_any_work(tmp_path: Path, tiny_ba
         ([], "before"),  # auto: the rotation select_rotation picked on STS-B dev
         (["--use_lora", "true", "--adapter_only", "true"], "none"),  # an adapter cannot carry it
         (["--use_lora", "true"], "none"),  # LoRA: adapters are often exported alone later
-        (["--use_lora", "true", "--output_rotation", "before"], "before"),  # a merged LoRA model can carry it
-        (["--output_rotation", "after"], "after"),
-        (["--output_rotation", "none"], "none"),
+        (["--use_lora", "true", "--fit_rotation", "before"], "before"),  # a merged LoRA model can carry it
+        (["--fit_rotation", "after"], "after"),
+        (["--fit_rotation", "none"], "none"),
     ],
 )
 def test_auto_rotation_resolves_in_the_plan(extra: list[str], applied: str, tmp_path: Path, tiny_backbone: str) -> None:
@@ -201,7 +201,7 @@ def test_auto_rotation_resolves_in_the_plan(extra: list[str], applied: str, tmp_
 
     args = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(tmp_path / "o"), "--dry_run"]
     plan = build_plan(parse_recipe([*args, *extra]))
-    assert plan.model_args.output_rotation == applied
+    assert plan.recipe.model.fit_rotation == applied
     assert f"output rotation {applied}" in plan.describe()
 
 

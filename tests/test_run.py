@@ -74,12 +74,12 @@ def test_paper_recipes_resolve_the_paper_ladders(tmp_path: Path) -> None:
         )
     )
     assert plan.config.pooling == "last_token" and plan.objective.sia.layers[-1] == 28
-    assert plan.objective.alpha == 0.5 and plan.lora_args.use_lora
+    assert plan.objective.alpha == 0.5 and plan.recipe.lora.use_lora
 
 
 def test_command_line_overrides_win(tmp_path: Path) -> None:
     recipe = Path(__file__).parent.parent / "recipes" / "minilm-stsb.yaml"
-    model, data, lora, ev, export, run, training = parse_recipe(
+    parsed = parse_recipe(
         [
             str(recipe),
             "--learning_rate",
@@ -97,10 +97,12 @@ def test_command_line_overrides_win(tmp_path: Path) -> None:
             "2dmse",
         ]
     )
+    training = parsed.training
     assert training.learning_rate == 1e-5 and training.max_steps == 20
-    assert model.matryoshka_dimensions == [8, 16, 64, 384]
+    assert parsed.model.matryoshka_dimensions == [8, 16, 64, 384]
     assert training.output_dir == str(tmp_path / "x") and training.method == "2dmse"
-    assert data.train_data == "stsb" and training.per_device_train_batch_size == 32  # the rest from the file
+    assert parsed.data.train_data == "stsb" and training.per_device_train_batch_size == 32  # the rest from the file
+    assert parsed.model.fit_rotation == "before" and parsed.lora.use_lora is False  # each section in its group
 
 
 @pytest.mark.parametrize(
@@ -111,6 +113,7 @@ def test_command_line_overrides_win(tmp_path: Path) -> None:
         ({"model": {"learning_rate": 1e-5}}, "'model.learning_rate' belongs in the 'training' section"),
         ({"loss": {"metod": "mrl"}}, "did you mean 'method'"),
         ({"model": ["backbone"]}, "section 'model' must be a mapping"),
+        ({"model": {"output_rotation": "before"}}, "unknown key 'model.output_rotation'; it is now 'fit_rotation'"),
     ],
 )
 def test_unknown_or_misplaced_keys_fail_with_the_closest_key(recipe: dict, message: str) -> None:

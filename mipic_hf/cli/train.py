@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun / accelerate launch set RANK
     if main_process:
         print(plan.describe())
-    if plan.run_args.dry_run:
+    if plan.recipe.run.dry_run:
         print("dry run: nothing trained or written")
         return 0
     try:

@@ -1,11 +1,14 @@
 """The recipe's sections as dataclasses (``model``, ``data``, ``lora``, ``eval``, ``export``, the run switches);
-``loss``, ``teacher``, ``hub`` and ``training`` are MIPICTrainingArguments' fields."""
+``loss``, ``teacher``, ``hub`` and ``training`` are MIPICTrainingArguments' fields. :class:`Recipe` holds one of
+each: what ``parse_recipe`` returns and ``build_plan`` takes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import get_type_hints
 
 from ..evaluation.precision import CALIBRATION_MODES
+from ..training.arguments import MIPICTrainingArguments
 from ..training.field_rules import Rule, at_least, check_fields, one_of, within
 from ..training.rotation import ROTATION_CHOICES
 
@@ -19,7 +22,7 @@ class RecipeError(ValueError):
 
 
 MODEL_RULES: list[Rule] = [
-    one_of("output_rotation", ROTATION_CHOICES),
+    one_of("fit_rotation", ROTATION_CHOICES),
     ("rotation_max_texts", lambda v: v >= 2, "an integer >= 2"),
     ("calibration_max_texts", lambda v: v == 0 or v >= 2, "0 (no int8 ranges) or an integer >= 2"),
     one_of("calibration_mode", CALIBRATION_MODES),
@@ -69,15 +72,16 @@ class ModelArguments:
     max_seq_length: int | None = field(
         default=None, metadata={"help": "Truncation length for training and encoding (default: the backbone's)."}
     )
-    output_rotation: str = field(
+    fit_rotation: str = field(
         default="auto",
         metadata={
-            "help": "auto | none | before | after | adaptor: fit a centring + PCA rotation of the pooled vector on "
-            "the training sentences (never on evaluation text) before training (training refines the encoder under "
-            "it) or after; adaptor: after training, an orthogonal output adaptor (prefixes trained to rank like the "
-            "full width, whose int8 / binary codes stay the backbone's own); stored in the checkpoint and applied in "
-            "forward, encode, ONNX and sentence-transformers. auto = before (chosen on STS-B dev), none with LoRA "
-            "(adapters cannot carry it)."
+            "help": "auto | none | before | after | adaptor: when the run fits the model's output rotation (the "
+            "checkpoint then holds it: config.output_rotation true, weights output_rotation.*). before / after: a "
+            "centring + PCA rotation of the pooled vector fitted on the training sentences (never on evaluation "
+            "text) before training (training refines the encoder under it) or after; adaptor: after training, an "
+            "orthogonal output adaptor (prefixes trained to rank like the full width, whose int8 / binary codes "
+            "stay the backbone's own). Applied in forward, encode, ONNX and sentence-transformers. auto = before "
+            "(chosen on STS-B dev), none with LoRA (adapters cannot carry it)."
         },
     )
     rotation_max_texts: int = field(
@@ -248,3 +252,22 @@ class RunArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an existing, non-empty output_dir."}
     )
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: the argument dataclass of every section, each having checked its own fields."""
+
+    model: ModelArguments
+    data: DataArguments
+    lora: LoraArguments
+    eval: EvalArguments
+    export: ExportArguments
+    run: RunArguments
+    training: MIPICTrainingArguments  # also the loss, teacher and hub sections
+
+    @classmethod
+    def groups(cls) -> dict[str, type]:
+        """{group: argument dataclass}, in field order (the order HfArgumentParser parses into)."""
+        types = get_type_hints(cls)
+        return {f.name: types[f.name] for f in fields(cls)}

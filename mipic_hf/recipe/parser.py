@@ -21,25 +21,13 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from ..training.arguments import MIPICTrainingArguments
 from ..training.field_rules import nonfinite
-from .arguments import (
-    DataArguments,
-    EvalArguments,
-    ExportArguments,
-    LoraArguments,
-    ModelArguments,
-    RecipeError,
-    RunArguments,
-)
+from .arguments import Recipe, RecipeError
 
-DATACLASSES = (
-    ModelArguments,
-    DataArguments,
-    LoraArguments,
-    EvalArguments,
-    ExportArguments,
-    RunArguments,
-    MIPICTrainingArguments,
-)
+GROUPS = Recipe.groups()
+DATACLASSES = tuple(GROUPS.values())
+
+# Keys renamed since a release: the error names the new key instead of a guess.
+RENAMED = {"output_rotation": "fit_rotation"}
 
 
 _TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -48,24 +36,27 @@ _TRAINING_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
 _HUB_FIELDS = {name for name in _TRAINING_FIELDS if name.startswith("hub_")} | {"push_to_hub"}
 
 
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+# A recipe section per group, except the run switches (top level only) and the training group, whose
+# MIPICTrainingArguments fields are split into loss, teacher, hub and training.
 SECTIONS: dict[str, set[str]] = {
-    "model": {f.name for f in dataclasses.fields(ModelArguments)},
-    "data": {f.name for f in dataclasses.fields(DataArguments)},
-    "loss": {f.name for f in dataclasses.fields(MIPICTrainingArguments) if not f.name.startswith("teacher_")}
-    - _TRAINING_FIELDS,
-    "teacher": {f.name for f in dataclasses.fields(MIPICTrainingArguments) if f.name.startswith("teacher_")},
-    "lora": {f.name for f in dataclasses.fields(LoraArguments)},
-    "eval": {f.name for f in dataclasses.fields(EvalArguments)},
-    "export": {f.name for f in dataclasses.fields(ExportArguments)},
+    **{name: _names(cls) for name, cls in GROUPS.items() if name not in ("run", "training")},
+    "loss": {n for n in _names(MIPICTrainingArguments) if not n.startswith("teacher_")} - _TRAINING_FIELDS,
+    "teacher": {n for n in _names(MIPICTrainingArguments) if n.startswith("teacher_")},
     "hub": _HUB_FIELDS,
     "training": _TRAINING_FIELDS - _HUB_FIELDS,
 }
 
 
-ALL_FIELDS: set[str] = set().union(*SECTIONS.values()) | {f.name for f in dataclasses.fields(RunArguments)}
+ALL_FIELDS: set[str] = set().union(*SECTIONS.values()) | _names(GROUPS["run"])
 
 
 def _closest(key: str, candidates: set[str]) -> str:
+    if key in RENAMED:
+        return f"; it is now '{RENAMED[key]}'"
     match = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.5)
     return f"; did you mean '{match[0]}'?" if match else ""
 
@@ -122,8 +113,8 @@ def _check_cli(argv: list[str]) -> None:
                 raise RecipeError(f"unknown option '--{key}'{_closest(key, ALL_FIELDS)}")
 
 
-def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
-    """``[RECIPE.yaml] [--field value ...]`` -> (model, data, lora, eval, export, run, training) dataclasses.
+def parse_recipe(argv: list[str]) -> Recipe:
+    """``[RECIPE.yaml] [--field value ...]`` -> a :class:`Recipe` (one dataclass per section group).
 
     Values from the file are validated by the same parser as the command line (types, choices), and the
     command line wins. ``output_dir`` defaults to ``runs/<recipe name>``.
@@ -155,7 +146,7 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
     parser.error = one_line_error  # type: ignore[method-assign]
     # Keep the token order: the file first, then the command line (argparse keeps the last value).
     try:
-        return tuple(parser.parse_args_into_dataclasses(args=tokens, look_for_args_file=False))
+        return Recipe(*parser.parse_args_into_dataclasses(args=tokens, look_for_args_file=False))
     except OverflowError:  # TrainingArguments' __post_init__ turning an inf step count into an int
         raise RecipeError(_nonfinite_message(tokens)) from None
     except ValueError as err:
@@ -166,7 +157,7 @@ def parse_recipe(argv: list[str]) -> tuple[Any, ...]:
                 args=[*tokens, "--bf16", "false", "--fp16", "false"], look_for_args_file=False
             )
             print(f"note: {str(err).splitlines()[0]} (mixed precision not checked in this dry run)")
-            return tuple(parsed)
+            return Recipe(*parsed)
         raise RecipeError(qualified(str(err).splitlines()[0])) from None
 
 

@@ -19,11 +19,11 @@ def rotation_fit_texts(plan: Plan) -> list[str] | None:
     from ..training.collator import split_columns
     from ..training.rotation import training_texts
 
-    if plan.model_args.output_rotation == "none":
+    if plan.recipe.model.fit_rotation == "none":
         return None
     data = plan.train_dataset
     columns, _ = split_columns(data.column_names, data[0])
-    return training_texts(data, columns, plan.model_args.rotation_max_texts, plan.training_args.seed)
+    return training_texts(data, columns, plan.recipe.model.rotation_max_texts, plan.recipe.training.seed)
 
 
 def calibration_texts(plan: Plan) -> list[str] | None:
@@ -32,12 +32,12 @@ def calibration_texts(plan: Plan) -> list[str] | None:
     from ..training.collator import split_columns
     from ..training.rotation import training_texts
 
-    limit = plan.model_args.calibration_max_texts
+    limit = plan.recipe.model.calibration_max_texts
     if not limit:
         return None
     data = plan.train_dataset
     columns, _ = split_columns(data.column_names, data[0])
-    return training_texts(data, columns, limit, plan.training_args.seed)
+    return training_texts(data, columns, limit, plan.recipe.training.seed)
 
 
 def excluded_pairs(plan: Plan) -> set[tuple[str, str]] | None:
@@ -45,7 +45,7 @@ def excluded_pairs(plan: Plan) -> set[tuple[str, str]] | None:
     from ..data.overlap import training_pairs
     from ..training.collator import split_columns
 
-    if not plan.eval_args.eval_decontaminate:
+    if not plan.recipe.eval.eval_decontaminate:
         return None
     data = plan.train_dataset
     columns, _ = split_columns(data.column_names, data[0])
@@ -59,7 +59,7 @@ def load_model(plan: Plan) -> tuple[Any, Any]:
 
     from ..modeling_mipic import MatryoshkaModel
 
-    m = plan.model_args
+    m = plan.recipe.model
     kwargs: dict[str, Any] = {}
     if m.dtype:
         kwargs["dtype"] = getattr(torch, m.dtype)
@@ -83,8 +83,8 @@ def load_model(plan: Plan) -> tuple[Any, Any]:
 
 def eval_budgets(plan: Plan) -> tuple[list[int], list[int]]:
     """The (dims, layers) the run is scored at: the recipe's, else every trained one."""
-    dims = plan.eval_args.eval_dims or list(plan.config.matryoshka_dimensions)
-    layers = plan.eval_args.eval_layers or list(plan.config.matryoshka_layers)
+    dims = plan.recipe.eval.eval_dims or list(plan.config.matryoshka_dimensions)
+    layers = plan.recipe.eval.eval_layers or list(plan.config.matryoshka_layers)
     return dims, layers
 
 
@@ -95,7 +95,7 @@ def score(
     calibrated on ``texts`` when given, else the model's)."""
     from ..evaluation.grid import evaluate_grid
 
-    e = plan.eval_args
+    e = plan.recipe.eval
     dims, layers = eval_budgets(plan)
     return evaluate_grid(
         model,
@@ -116,7 +116,7 @@ def wrap_lora(plan: Plan, model: Any) -> None:
     """PEFT LoRA adapters on the backbone, as the recipe's ``lora`` section says."""
     from ..training.lora import apply_lora
 
-    lora, args = plan.lora_args, plan.training_args
+    lora, args = plan.recipe.lora, plan.recipe.training
     try:
         apply_lora(
             model,
@@ -136,7 +136,7 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
     from ..training.collator import MatryoshkaDataCollator, pad_multiple
     from ..training.trainer import MIPICTrainer
 
-    e, args = plan.eval_args, plan.training_args
+    e, args = plan.recipe.eval, plan.recipe.training
     callbacks = []
     if e.eval_during_training and e.eval_tasks:
         dims, layers = eval_budgets(plan)
@@ -151,9 +151,9 @@ def build_trainer(plan: Plan, model: Any, tokenizer: Any) -> Any:
             )
         )
     collator = None
-    if plan.data_args.train_max_length:
+    if plan.recipe.data.train_max_length:
         collator = MatryoshkaDataCollator(
-            tokenizer, max_length=plan.data_args.train_max_length, pad_to_multiple_of=pad_multiple(args)
+            tokenizer, max_length=plan.recipe.data.train_max_length, pad_to_multiple_of=pad_multiple(args)
         )
     return MIPICTrainer(
         model=model,
@@ -177,40 +177,40 @@ def train(plan: Plan, model: Any, tokenizer: Any) -> Any:
     from ..training.trainer import check_finite_weights
 
     rotation_texts = rotation_fit_texts(plan)
-    if plan.model_args.output_rotation == "before":
+    if plan.recipe.model.fit_rotation == "before":
         fit_output_rotation(model, tokenizer, rotation_texts)
-    if plan.lora_args.use_lora:
+    if plan.recipe.lora.use_lora:
         wrap_lora(plan, model)
     trainer = build_trainer(plan, model, tokenizer)
     preemption = PreemptionCallback()
     trainer.add_callback(preemption)
-    if plan.training_args.max_steps != 0:  # 0: the backbone is kept as it is (e.g. output_rotation: adaptor alone)
-        trainer.train(resume_from_checkpoint=plan.training_args.resume_from_checkpoint)
-    preemption.check(plan.training_args.output_dir)  # stopped on SIGTERM / SIGINT: nothing more is written
+    if plan.recipe.training.max_steps != 0:  # 0: the backbone is kept as it is (e.g. fit_rotation: adaptor alone)
+        trainer.train(resume_from_checkpoint=plan.recipe.training.resume_from_checkpoint)
+    preemption.check(plan.recipe.training.output_dir)  # stopped on SIGTERM / SIGINT: nothing more is written
     check_finite_weights(model, trainer.state.global_step)
-    if plan.lora_args.use_lora:
+    if plan.recipe.lora.use_lora:
         if trainer.is_world_process_zero():  # multi-process: only rank 0 writes
-            save_adapter(model, Path(plan.training_args.output_dir) / ADAPTER_DIR, base_model=plan.backbone_path)
+            save_adapter(model, Path(plan.recipe.training.output_dir) / ADAPTER_DIR, base_model=plan.backbone_path)
         merge_lora(model)
-    if plan.model_args.output_rotation == "after":
+    if plan.recipe.model.fit_rotation == "after":
         fit_output_rotation(model, tokenizer, rotation_texts)
-    if plan.model_args.output_rotation == "adaptor":
+    if plan.recipe.model.fit_rotation == "adaptor":
         from ..training.adaptor import AdaptorSettings, fit_output_adaptor
 
-        settings = AdaptorSettings(full_width_codes="backbone", seed=plan.training_args.seed)
+        settings = AdaptorSettings(full_width_codes="backbone", seed=plan.recipe.training.seed)
         fit_output_adaptor(model, tokenizer, rotation_texts, settings)
     texts = calibration_texts(plan)
-    if texts and not plan.export_args.adapter_only:  # an adapter-only export cannot carry the ranges
+    if texts and not plan.recipe.export.adapter_only:  # an adapter-only export cannot carry the ranges
         from ..training.calibration import fit_quantization_ranges
 
-        fit_quantization_ranges(model, tokenizer, texts, mode=plan.model_args.calibration_mode)
+        fit_quantization_ranges(model, tokenizer, texts, mode=plan.recipe.model.calibration_mode)
     return trainer
 
 
 def save(plan: Plan, model: Any, trainer: Any, tokenizer: Any, train_seconds: float) -> Path:
     """The model (with its ``mipic_training`` summary) through the Trainer on every rank; the tokenizer and
     ``mipic_recipe.yaml`` on rank 0."""
-    out = Path(plan.training_args.output_dir)
+    out = Path(plan.recipe.training.output_dir)
     model.config.mipic_training = training_summary(plan, trainer.state.global_step, train_seconds)
     trainer.save_model(str(out))  # every rank calls it (sharded engines gather here); rank 0 writes
     if trainer.is_world_process_zero():
@@ -233,7 +233,7 @@ def evaluate(plan: Plan, model: Any, tokenizer: Any, base_results: dict[str, Any
     return {
         "outputs": {k: str(v) for k, v in outputs.items()},
         "results": results,
-        "summary_lines": summary_lines(results, plan.eval_args.eval_target),
+        "summary_lines": summary_lines(results, plan.recipe.eval.eval_target),
     }
 
 
@@ -241,14 +241,14 @@ def export(plan: Plan, out: Path) -> str:
     """The export folder others load (``mipic_hf.hub.export``)."""
     from ..hub.export import export_run
 
-    repo_id = plan.push.repo_id if plan.push else plan.training_args.hub_model_id
+    repo_id = plan.push.repo_id if plan.push else plan.recipe.training.hub_model_id
     path = export_run(
         out,
         plan.export_dir,
-        adapter_only=plan.export_args.adapter_only,
-        overwrite=plan.run_args.overwrite_output_dir,
+        adapter_only=plan.recipe.export.adapter_only,
+        overwrite=plan.recipe.run.overwrite_output_dir,
         repo_id=repo_id,
-        license=plan.export_args.license,
+        license=plan.recipe.export.license,
     )
     return str(path)
 
@@ -270,10 +270,10 @@ def execute(plan: Plan) -> dict[str, Any]:
     """Train, save, evaluate, export, push; returns the summary (paths and grid results)."""
     start = time.time()
     model, tokenizer = load_model(plan)
-    evaluating = bool(plan.eval_args.eval_tasks)
+    evaluating = bool(plan.recipe.eval.eval_tasks)
     # the starting checkpoint, scored once (before any rotation or training)
     base_results = None
-    if evaluating and plan.eval_args.eval_base:
+    if evaluating and plan.recipe.eval.eval_base:
         base_results = score(plan, model, tokenizer, calibration_texts(plan), excluded_pairs(plan))
     trainer = train(plan, model, tokenizer)
     train_seconds = time.time() - start
@@ -281,7 +281,7 @@ def execute(plan: Plan) -> dict[str, Any]:
     summary: dict[str, Any] = {"model_dir": str(out), "train_seconds": round(train_seconds, 1)}
     if not trainer.is_world_process_zero():
         return {**summary, "secondary_rank": True}
-    if plan.data_args.drop_invalid_rows:
+    if plan.recipe.data.drop_invalid_rows:
         summary["dropped_rows"] = plan.dropped_rows
     if evaluating:
         summary.update(evaluate(plan, model, tokenizer, base_results, out))

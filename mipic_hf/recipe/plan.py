@@ -11,16 +11,7 @@ from ..data.common import offline_switch
 from ..training.arguments import MIPICTrainingArguments
 from ..training.rotation import FITTED_AFTER, resolve_rotation
 from ..training.tasks import KIND_TO_TASK, infer_task
-from .arguments import (
-    MINILM_PACKAGE,
-    DataArguments,
-    EvalArguments,
-    ExportArguments,
-    LoraArguments,
-    ModelArguments,
-    RecipeError,
-    RunArguments,
-)
+from .arguments import MINILM_PACKAGE, DataArguments, ModelArguments, Recipe, RecipeError
 from .checks import (
     PushTarget,
     check_eval,
@@ -38,13 +29,7 @@ from .checks import (
 class Plan:
     """Everything a run needs, resolved and validated."""
 
-    model_args: ModelArguments
-    data_args: DataArguments
-    lora_args: LoraArguments
-    eval_args: EvalArguments
-    export_args: ExportArguments
-    run_args: RunArguments
-    training_args: MIPICTrainingArguments
+    recipe: Recipe
     backbone_path: str
     config: Any  # MatryoshkaConfig
     shape_only: bool  # the backbone config came from the recipe's shape fields, not the checkpoint
@@ -60,7 +45,7 @@ class Plan:
 
     def eval_lines(self, dims: list[int], layers: list[int]) -> list[str]:
         """The plan's ``eval`` and ``int8`` lines."""
-        e = self.eval_args
+        e = self.recipe.eval
         scored = (
             f"{', '.join(e.eval_tasks) or 'none'} at dims {dims} x layers {layers} x {', '.join(e.eval_precisions)}"
         )
@@ -68,23 +53,23 @@ class Plan:
             scored += ", the starting checkpoint too"
         if e.eval_tasks and e.eval_decontaminate:
             scored += ", without training pairs"
-        texts = self.model_args.calibration_max_texts
-        mode = self.model_args.calibration_mode
+        texts = self.recipe.model.calibration_max_texts
+        mode = self.recipe.model.calibration_mode
         ranges = f"ranges ({mode}) calibrated after training on {texts} training texts" if texts else "no ranges"
-        if texts and self.export_args.adapter_only:
+        if texts and self.recipe.export.adapter_only:
             ranges += " (for the evaluation only: an adapter cannot carry them)"
         return [f"  eval       {scored}", f"  int8       {ranges}"]
 
     def describe(self) -> str:
-        c, t = self.config, self.training_args
+        c, t = self.config, self.recipe.training
         tc = c.text_config
         lines = [
             "mipic-hf run plan",
-            f"  model      {self.model_args.backbone} ({tc.model_type}, hidden {tc.hidden_size}, "
+            f"  model      {self.recipe.model.backbone} ({tc.model_type}, hidden {tc.hidden_size}, "
             f"{tc.num_hidden_layers} layers{', shape from the recipe' if self.shape_only else ''})",
             f"  dims       {c.matryoshka_dimensions}",
             f"  layers     {c.matryoshka_layers}   pooling {c.pooling}   normalize {c.normalize}   "
-            f"output rotation {self.model_args.output_rotation}",
+            f"output rotation {self.recipe.model.fit_rotation}",
             f"  objective  method {t.method}, preset {t.preset}, task loss {self.task}"
             + (f" ({self.num_labels} labels)" if self.num_labels else "")
             + ("" if t.task_weight == 1 else f" x{t.task_weight:g}" + (" (off)" if t.task_weight == 0 else "")),
@@ -100,11 +85,11 @@ class Plan:
                 + (f", exits {t.teacher_layers}" if t.teacher_layers else "")
                 + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
             )
-        lora = self.lora_args
-        eval_dims = self.eval_args.eval_dims or c.matryoshka_dimensions
-        eval_layers = self.eval_args.eval_layers or c.matryoshka_layers
+        lora = self.recipe.lora
+        eval_dims = self.recipe.eval.eval_dims or c.matryoshka_dimensions
+        eval_layers = self.recipe.eval.eval_layers or c.matryoshka_layers
         lines += [
-            f"  data       {self.data_args.train_data}: {self.data_note}",
+            f"  data       {self.recipe.data.train_data}: {self.data_note}",
             f"  steps      {self.steps if self.steps is not None else 'unknown until the data is loaded'} "
             + ("(no training step: the backbone is kept as it is) " if self.steps == 0 else "")
             + f"(batch {t.per_device_train_batch_size}"
@@ -114,7 +99,7 @@ class Plan:
             f"  lora       {f'r={lora.lora_r} alpha={lora.lora_alpha}' if lora.use_lora else 'off'}",
             *self.eval_lines(eval_dims, eval_layers),
             f"  output     {t.output_dir}",
-            f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.export_args.adapter_only else ""),
+            f"  export     {self.export_dir or 'off'}" + (" (adapter only)" if self.recipe.export.adapter_only else ""),
         ]
         if self.push:
             private = " private" if self.push.private else ""
@@ -331,41 +316,35 @@ def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | 
     return math.ceil(len(dataset) / per_step) * math.ceil(training_args.num_train_epochs)
 
 
-def build_plan(args: tuple[Any, ...]) -> Plan:
+def build_plan(recipe: Recipe) -> Plan:
     """Validate everything and resolve the run; writes nothing."""
-    model_args, data_args, lora_args, eval_args, export_args, run_args, training_args = args
-    check_output_dir_is_folder(training_args)  # the field rules ran when the arguments were built
-    path = resolve_backbone(model_args.backbone)
-    text_config, shape_only = backbone_config(model_args, path)
-    config = build_config(model_args, path, text_config, shape_only)
-    kind, train_dataset, data_note, dropped = read_plan_data(data_args, run_args.dry_run)
-    task, num_labels = resolve_task(training_args, kind, train_dataset)
-    objective = plan_objective(training_args, config, task, num_labels)
+    r = recipe
+    check_output_dir_is_folder(r.training)  # the field rules ran when the arguments were built
+    path = resolve_backbone(r.model.backbone)
+    text_config, shape_only = backbone_config(r.model, path)
+    config = build_config(r.model, path, text_config, shape_only)
+    kind, train_dataset, data_note, dropped = read_plan_data(r.data, r.run.dry_run)
+    task, num_labels = resolve_task(r.training, kind, train_dataset)
+    objective = plan_objective(r.training, config, task, num_labels)
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
-    check_teacher(training_args, hidden, num_layers)
-    check_learning_signal(training_args)
-    check_eval(eval_args, hidden, num_layers, model_args.calibration_max_texts)
+    check_teacher(r.training, hidden, num_layers)
+    check_learning_signal(r.training)
+    check_eval(r.eval, hidden, num_layers, r.model.calibration_max_texts)
     skeleton = None
-    if lora_args.use_lora and not shape_only:  # a shape-only config (offline dry run) may not build
-        skeleton = backbone_skeleton(text_config, model_args.trust_backbone_code)
-    check_lora(lora_args, export_args, text_config.model_type, skeleton)
-    if model_args.output_rotation in ("before", *FITTED_AFTER) and export_args.adapter_only:
-        raise RecipeError("export.adapter_only cannot carry model.output_rotation (merged weights only); unset one")
-    model_args.output_rotation = resolve_rotation(model_args.output_rotation, lora_args.use_lora)
-    export_dir = check_output_folders(training_args, export_args, run_args.overwrite_output_dir)
+    if r.lora.use_lora and not shape_only:  # a shape-only config (offline dry run) may not build
+        skeleton = backbone_skeleton(text_config, r.model.trust_backbone_code)
+    check_lora(r.lora, r.export, text_config.model_type, skeleton)
+    if r.model.fit_rotation in ("before", *FITTED_AFTER) and r.export.adapter_only:
+        raise RecipeError("export.adapter_only cannot carry model.fit_rotation (merged weights only); unset one")
+    r.model.fit_rotation = resolve_rotation(r.model.fit_rotation, r.lora.use_lora)
+    export_dir = check_output_folders(r.training, r.export, r.run.overwrite_output_dir)
     push = None
-    if training_args.push_to_hub:
-        push = check_push(training_args, export_dir)
-        training_args.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
-    training_args.hub_token = None  # never pickled into training_args.bin; the push keeps its own copy
+    if r.training.push_to_hub:
+        push = check_push(r.training, export_dir)
+        r.training.push_to_hub = False  # we push the export at the end, not the Trainer's checkpoints
+    r.training.hub_token = None  # never pickled into training_args.bin; the push keeps its own copy
     return Plan(
-        model_args,
-        data_args,
-        lora_args,
-        eval_args,
-        export_args,
-        run_args,
-        training_args,
+        recipe,
         path,
         config,
         shape_only,
@@ -374,7 +353,7 @@ def build_plan(args: tuple[Any, ...]) -> Plan:
         objective,
         train_dataset,
         data_note,
-        planned_steps(training_args, train_dataset),
+        planned_steps(r.training, train_dataset),
         export_dir=export_dir,
         push=push,
         dropped_rows=dropped,

@@ -18,19 +18,14 @@ def recipe_sections(plan: Plan) -> dict[str, Any]:
     from .parser import SECTIONS
 
     sections: dict[str, Any] = {}
-    for name, args in (
-        ("model", plan.model_args),
-        ("data", plan.data_args),
-        ("lora", plan.lora_args),
-        ("eval", plan.eval_args),
-        ("export", plan.export_args),
-    ):
+    for name in ("model", "data", "lora", "eval", "export"):
+        args = getattr(plan.recipe, name)
         defaults = asdict(type(args)())
         sections[name] = {k: v for k, v in asdict(args).items() if v != defaults[k]}
-    sections["loss"] = {"method": plan.training_args.method, "preset": plan.training_args.preset}
-    given = plan.training_args.to_dict()
+    sections["loss"] = {"method": plan.recipe.training.method, "preset": plan.recipe.training.preset}
+    given = plan.recipe.training.to_dict()
     given["push_to_hub"] = plan.push is not None
-    defaults = MIPICTrainingArguments(output_dir=plan.training_args.output_dir).to_dict()
+    defaults = MIPICTrainingArguments(output_dir=plan.recipe.training.output_dir).to_dict()
     base_fields = set(TrainingArguments.__dataclass_fields__)
     for key, value in given.items():
         if key == "hub_token" or value == defaults.get(key) or not isinstance(value, (str, int, float, bool, list)):
@@ -48,22 +43,22 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
     """What config.json's ``mipic_training`` records: objective, ladder, data, steps, LoRA, versions."""
     from ..losses.objective import resolve_settings
 
-    t, obj = plan.training_args, plan.objective
-    backbone = plan.model_args.backbone
+    t, obj = plan.recipe.training, plan.objective
+    backbone = plan.recipe.model.backbone
     summary: dict[str, Any] = {
         "run_name": Path(t.output_dir).name,
         "method": t.method,
         "preset": t.preset if t.method == "mipic" else None,
         "task_loss": plan.task,
         "base_model": MINILM_HUB_ID if backbone == MINILM_PACKAGE else backbone,
-        "train_data": plan.data_args.train_data,
+        "train_data": plan.recipe.data.train_data,
         "train_rows": len(plan.train_dataset) if plan.train_dataset is not None else None,
         "dropped_rows": plan.dropped_rows,
         "steps": steps,
         "batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * max(1, t.world_size),
         "learning_rate": t.learning_rate,
         "train_seconds": round(seconds, 1),
-        "license": plan.export_args.license,
+        "license": plan.recipe.export.license,
     }
     config = obj.config_dict()
     if t.method == "mipic":
@@ -72,10 +67,10 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
         summary.update({k: config[k] for k in ("pic_ladder", "terms", "sia_layers", "sia_prefix_dims") if k in config})
     elif "pairs" in config:
         summary["pairs"] = config["pairs"]
-    if plan.lora_args.use_lora:
+    if plan.recipe.lora.use_lora:
         from ..training.lora import lora_targets
 
-        lora = plan.lora_args
+        lora = plan.recipe.lora
         targets = lora_targets(plan.config.text_config.model_type, lora.lora_target_modules)
         summary["lora"] = {"r": lora.lora_r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout, "targets": targets}
     summary["versions"] = framework_versions()

@@ -5,7 +5,7 @@ before any rotation the model already holds), and stores ``mean`` and the eigenv
 largest variance first, as the model's :class:`~mipic_hf.modeling_mipic.OutputRotation`. A prefix of d
 coordinates then keeps the d directions of largest variance (PCA truncation), and full-width cosine changes
 only by the centring. ``python -m mipic_hf.run`` fits it on the training sentences (never on evaluation text)
-before training, after training, or not at all (``model.output_rotation``: before | after | none; ``auto``,
+before training, after training, or not at all (``model.fit_rotation``: before | after | none; ``auto``,
 the default, is ``before`` (chosen on STS-B dev, benchmarks/RESULTS.md) for full fine-tuning and ``none``
 with LoRA, whose adapters cannot carry it). ``adaptor`` fits the output adaptor (:mod:`.adaptor`: an orthogonal
 map, no centring, the full width's codes in the backbone's coordinates) after training instead.
@@ -27,7 +27,7 @@ AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/
 
 
 def resolve_rotation(choice: str, use_lora: bool) -> str:
-    """``model.output_rotation`` as the run applies it: ``auto`` is :data:`AUTO_ROTATION` for full fine-tuning
+    """``model.fit_rotation`` as the run applies it: ``auto`` is :data:`AUTO_ROTATION` for full fine-tuning
     and ``none`` with LoRA (an adapter cannot carry the rotation, and adapters are often exported on their own
     later; set ``before`` explicitly for a merged LoRA model)."""
     if choice != "auto":
