@@ -145,7 +145,7 @@ def run(names: list[str], seeds: list[int], split: str, clean: bool = False) -> 
     """Score each candidate x seed on SciFact and STS-B (``split``), or with ``clean`` on the held-out STS sets of
     issue 27 (STS-B test and STS12, test split, without the training pairs: ``frontier.excluded_pairs``)."""
     import frontier
-    import quality
+    import quality_registry as quality
 
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
@@ -198,7 +198,7 @@ def calibration_file(split: str, row: str, mode: str, seed: int) -> Path:
 def run_calibration(split: str) -> None:
     """Screen 3: each row of CALIBRATION_ROWS, each seed, scored with both calibrations from its cached encoding."""
     import frontier
-    import quality
+    import quality_registry as quality
 
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts

@@ -4,12 +4,13 @@
     MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py score --rows untrained t_final --seeds 42
     python benchmarks/frontier.py report [--split test]
 
-``train`` trains a row of ``benchmarks/quality.py`` (its protocol and METHODS: 1 epoch, batch 32, lr 2e-5, train
-max length 64) into ``benchmarks/runs/frontier/<method>/seed<N>`` without scoring it. ``score`` scores a trained
-model (or the base) with the project's evaluator (``evaluate_grid``) on SciFact (nDCG@10, documents ``title + " " +
-text``, max length 256), STS-B test and STS12, at exits 2, 4, 6 x dims 8 ... 384 x float32, int8, binary and binary
-with rescoring, and writes one raw file per (row, seed, split) under ``benchmarks/results/frontier/<split>/`` (test;
-``validation`` = SciFact's train claims and STS-B dev), with its provenance. A raw file is never overwritten.
+``train`` trains a row of the quality benchmark (``quality_registry.py``'s protocol and METHODS: 1 epoch, batch 32,
+lr 2e-5, train max length 64) into ``benchmarks/runs/frontier/<method>/seed<N>`` without scoring it. ``score``
+scores a trained model (or the base) with the project's evaluator (``evaluate_grid``) on SciFact (nDCG@10,
+documents ``title + " " + text``, max length 256), STS-B test and STS12, at exits 2, 4, 6 x dims 8 ... 384 x
+float32, int8, binary and binary with rescoring, and writes one raw file per (row, seed, split) under
+``benchmarks/results/frontier/<split>/`` (test; ``validation`` = SciFact's train claims and STS-B dev), with its
+provenance. A raw file is never overwritten.
 
 Rows. ``untrained``: all-MiniLM-L6-v2 as is. ``X_pca``: row X plus the same centring + PCA rotation as the shipped
 recipe's, fitted after training on the row's own training sentences (STS-B train; SNLI triplets for ``snli_*``).
@@ -37,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-import quality  # noqa: E402  (the protocol and the rows' training specs)
+import quality_registry as quality  # noqa: E402  (the protocol and the rows' training specs)
+import quality_run  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "runs" / "frontier"
@@ -79,9 +81,9 @@ def train(method: str, seed: int, backbone: str, max_steps: int | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     spec = quality.METHODS[method]
     if isinstance(spec, str):
-        quality.run_peer(spec.split(":", 1)[1], backbone, seed, "test", out, max_steps, evaluate=False)
+        quality_run.run_peer(spec.split(":", 1)[1], backbone, seed, "test", out, max_steps, evaluate=False)
     else:
-        quality.run_ours(spec, backbone, seed, "test", out, max_steps, tasks=[])
+        quality_run.run_ours(spec, backbone, seed, "test", out, max_steps, tasks=[])
     record = {"method": method, "seed": seed, "max_steps": max_steps, "train_seconds": round(time.time() - start, 1)}
     marker.write_text(json.dumps(record, indent=2) + "\n")
     print(f"trained {method} seed {seed} in {record['train_seconds']} s", flush=True)
@@ -218,7 +220,7 @@ def recipe_of(method: str | None, seed: int) -> object:
     written = run_dir(method, seed) / "mipic_recipe.yaml"
     if written.is_file():
         return yaml.safe_load(written.read_text())
-    return {"quality_method": method, "spec": quality.METHODS[method], "protocol": "benchmarks/quality.py run_peer"}
+    return {"quality_method": method, "spec": quality.METHODS[method], "protocol": "benchmarks/quality_run.py run_peer"}
 
 
 def score_method(method: str | None, rows: list[str], seed: int, splits: list[str], exclude: set) -> None:

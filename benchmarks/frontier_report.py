@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from frontier import LAYERS, RESULTS, ROWS
-from quality import mean_std
+from quality_report import mean_std
 
 from mipic_hf.evaluation.frontier import best_within, cells, smallest_within
 from mipic_hf.evaluation.grid import main_score

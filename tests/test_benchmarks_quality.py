@@ -76,18 +76,17 @@ def _result(cells: dict[tuple[int, int], float]) -> dict:
     return {"tasks": {"stsb": {"scores": scores}}}
 
 
-def _quality_module():
-    import importlib.util
+def _rules():
+    """The benchmark's selection rules (benchmarks/quality_rules.py), imported the way quality.py imports them."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("quality", QUALITY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(QUALITY.parent))
+    return importlib.import_module("quality_rules")
 
 
 def test_term_rule_keeps_a_term_only_for_a_dev_gain_of_0_3() -> None:
     """term_gains: the mean over 3 seeds of (base - ablation) on the all-cells STS-B dev average, >= 0.3 to stay."""
-    quality = _quality_module()
+    rules = _rules()
     cells = [(2, 8), (2, 384), (6, 8), (6, 384)]
     base = {s: _result(dict.fromkeys(cells, 80.0 + s / 100)) for s in (42, 43, 44)}
     found = {
@@ -98,7 +97,7 @@ def test_term_rule_keeps_a_term_only_for_a_dev_gain_of_0_3() -> None:
         "t_abl_no_pic": {s: _result(dict.fromkeys(cells, 80.0 + s / 100 - (0.2 if s == 44 else 0.35))) for s in base},
         "t_abl_no_rung": {42: base[42]},  # one seed only: no verdict
     }
-    verdicts = quality.term_gains(found)
+    verdicts = rules.term_gains(found)
     assert verdicts["SIA"] == (0.1, False)
     assert verdicts["PIC"] == (0.3, True)
     assert verdicts["rung task loss"] == (None, None)
@@ -107,7 +106,7 @@ def test_term_rule_keeps_a_term_only_for_a_dev_gain_of_0_3() -> None:
 def test_reshape_rule_advances_on_seed_42_and_keeps_a_term_on_the_three_seed_mean() -> None:
     """reshape_gains: each reshaped candidate against the run without its term; seed 42 >= 0.3 advances it, the
     mean over 3 seeds >= 0.3 earns it a place; no verdict before seed 42 ran."""
-    quality = _quality_module()
+    rules = _rules()
     cells = [(2, 8), (6, 384)]
 
     def runs(values: dict[int, float]) -> dict:
@@ -120,46 +119,46 @@ def test_reshape_rule_advances_on_seed_42_and_keeps_a_term_on_the_three_seed_mea
         "t_pic_mean": runs({42: 70.29}),  # +0.29: stop
         "mipic_default_teacher": runs({42: 70.0, 43: 70.0, 44: 70.0}),
     }
-    verdicts = quality.reshape_gains(found)
+    verdicts = rules.reshape_gains(found)
     assert verdicts["t_lift_random"] == ([0.3], "advance")
     assert verdicts["t_pic_mean"] == ([0.29], "stop")
     assert verdicts["t_teacher_token_cka"] == ([], None)
     found["t_lift_random"] = runs({42: 70.5, 43: 71.4, 44: 72.0})  # gains 0.5, 0.4, 0.0: mean 0.3 earns
-    assert quality.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, 0.0], "earns")
+    assert rules.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, 0.0], "earns")
     found["t_lift_random"][44] = _result(dict.fromkeys(cells, 71.9))  # mean 0.27 fails
-    assert quality.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, -0.1], "fails")
+    assert rules.reshape_gains(found)["t_lift_random"] == ([0.5, 0.4, -0.1], "fails")
 
 
 def test_speed_rule_keeps_a_setting_that_moves_the_dev_aggregate_by_at_most_0_3() -> None:
-    quality = _quality_module()
+    rules = _rules()
     cells = [(layer, d) for layer in (2, 4, 6) for d in (8, 16, 32, 64, 128, 256, 384)]
     base = {s: _result(dict.fromkeys(cells, 70.0 + s / 10)) for s in (42, 43, 44)}
     not_run = {"t_final_grouped": (None, None), "t_final_cached": (None, None)}
-    assert quality.same_quality({"t_final": base}) == not_run
+    assert rules.same_quality({"t_final": base}) == not_run
     moved = {s: _result(dict.fromkeys(cells, 70.0 + s / 10 - (0.2 if s == 42 else 0.4))) for s in (42, 43, 44)}
     same = {s: _result(dict.fromkeys(cells, 70.0 + s / 10 + (0.5 if s == 44 else 0.1))) for s in (42, 43, 44)}
     moved_rows = {"t_final": base, "t_final_grouped": moved, "t_final_cached": same}
-    assert quality.same_quality(moved_rows) == {"t_final_grouped": (-0.33, False), "t_final_cached": (0.23, True)}
+    assert rules.same_quality(moved_rows) == {"t_final_grouped": (-0.33, False), "t_final_cached": (0.23, True)}
     same_rows = {"t_final": base, "t_final_grouped": same}
-    assert quality.same_quality(same_rows) == {"t_final_grouped": (0.23, True), "t_final_cached": (None, None)}
+    assert rules.same_quality(same_rows) == {"t_final_grouped": (0.23, True), "t_final_cached": (None, None)}
 
 
 def test_rotation_rule_picks_the_best_dev_aggregate_and_prefers_none_on_ties() -> None:
-    quality = _quality_module()
+    rules = _rules()
     cells = [(2, 8), (6, 384)]
     flat = {s: _result(dict.fromkeys(cells, 80.0)) for s in (42, 43, 44)}
     found = {m: dict(flat) for m in ("mipic_default_teacher", "t_rot_before", "mipic_default_teacher_pca")}
-    assert quality.select_rotation(found) == "none"  # a tie keeps the model as trained
+    assert rules.select_rotation(found) == "none"  # a tie keeps the model as trained
     found["t_rot_before"] = {s: _result({(2, 8): 80.5, (6, 384): 80.0}) for s in (42, 43, 44)}
-    assert quality.select_rotation(found) == "before"
+    assert rules.select_rotation(found) == "before"
     del found["mipic_default_teacher_pca"][44]
-    assert quality.select_rotation(found) is None  # not every seed ran
+    assert rules.select_rotation(found) is None  # not every seed ran
 
 
 def test_default_rule_ranks_by_small_dims_then_all_cells() -> None:
     """select_default: the best mean over seeds of the d <= 64 average (all exits), ties (at 0.01) to the best
     all-cells average; a candidate missing a seed is not eligible, and without the base there is no pick."""
-    quality = _quality_module()
+    rules = _rules()
     seeds = [42, 43]
 
     def runs(small: float, wide: float) -> dict:
@@ -171,21 +170,21 @@ def test_default_rule_ranks_by_small_dims_then_all_cells() -> None:
         "cand_pic_2": runs(70.5, 70.0),  # best on d <= 64: wins despite the wide cells
         "cand_sia_x10": {42: _result({(1, 8): 99.0, (2, 64): 99.0, (2, 384): 99.0})},  # one seed: not eligible
     }
-    assert quality.select_default(found, seeds) == "cand_pic_2"
+    assert rules.select_default(found, seeds) == "cand_pic_2"
     del found["cand_pic_2"]
-    assert quality.select_default(found, seeds) == "mipic_t1_mean"  # the tie goes to the all-cells average
+    assert rules.select_default(found, seeds) == "mipic_t1_mean"  # the tie goes to the all-cells average
     del found["mipic_t1_mean"]
-    assert quality.select_default(found, seeds) is None
+    assert rules.select_default(found, seeds) is None
 
 
 def test_teacher_rule_puts_every_dim_above_untrained_first() -> None:
     """select_teacher: candidates whose smallest last-exit gap to the untrained checkpoint is >= 0 (mean over
     seeds) come first, then the best mean over d <= 32 at the last exit."""
-    quality = _quality_module()
-    last = quality.LAYERS[-1]
+    rules = _rules()
+    last, dims = 6, [8, 16, 32, 64, 128, 256, 384]
 
     def row(small: float, wide: float) -> dict:
-        return _result({(last, d): (small if d <= 32 else wide) for d in quality.DIMS})
+        return _result({(last, d): (small if d <= 32 else wide) for d in dims})
 
     found = {
         "untrained": {0: row(60.0, 80.0)},
@@ -193,20 +192,20 @@ def test_teacher_rule_puts_every_dim_above_untrained_first() -> None:
         "tcand_mipic_w10": {42: row(61.0, 80.2), 43: row(61.0, 80.1)},  # every dim above untrained
         "tcand_mipic_w50": {42: row(60.5, 81.0)},  # above too, narrower dims worse
     }
-    gaps, means = quality.teacher_gaps(found, "mrl_teacher")
+    gaps, means = rules.teacher_gaps(found, "mrl_teacher")
     assert gaps == pytest.approx([-0.1, -0.1]) and means == [65.0, 65.0]
-    assert quality.select_teacher(found) == "tcand_mipic_w10"
+    assert rules.select_teacher(found) == "tcand_mipic_w10"
     found["tcand_mipic_w10"][43] = row(61.0, 79.5)  # the mean smallest gap drops below 0
-    assert quality.select_teacher(found) == "tcand_mipic_w50"
+    assert rules.select_teacher(found) == "tcand_mipic_w50"
 
 
 def test_nolabel_rule_picks_the_largest_margin_over_both_anchors() -> None:
     """select_nolabel: the smallest last-exit gap to the better of the base and the base + PCA, largest wins."""
-    quality = _quality_module()
-    last = quality.LAYERS[-1]
+    rules = _rules()
+    last, dims = 6, [8, 16, 32, 64, 128, 256, 384]
 
     def row(narrow: float, wide: float) -> dict:
-        return _result({(last, d): (narrow if d <= 32 else wide) for d in quality.DIMS})
+        return _result({(last, d): (narrow if d <= 32 else wide) for d in dims})
 
     found = {
         "untrained": {0: row(60.0, 82.0)},
@@ -214,11 +213,11 @@ def test_nolabel_rule_picks_the_largest_margin_over_both_anchors() -> None:
         "nolabel_teacher": {42: row(70.0, 82.0)},  # -0.5 at the wide dims
         "nolabel_last_exit": {42: row(60.2, 82.6)},  # +0.1 everywhere it is closest
     }
-    assert quality.nolabel_margin(found, "nolabel_teacher", [42]) == pytest.approx(-0.5)
-    assert quality.nolabel_margin(found, "nolabel_last_exit", [42]) == pytest.approx(0.1)
-    assert quality.select_nolabel(found) == "nolabel_last_exit"
+    assert rules.nolabel_margin(found, "nolabel_teacher", [42]) == pytest.approx(-0.5)
+    assert rules.nolabel_margin(found, "nolabel_last_exit", [42]) == pytest.approx(0.1)
+    assert rules.select_nolabel(found) == "nolabel_last_exit"
     del found["untrained_pca"]
-    assert quality.select_nolabel(found) is None
+    assert rules.select_nolabel(found) is None
 
 
 def test_every_table_of_results_md_is_rebuilt_from_the_committed_raw_files() -> None:
@@ -267,3 +266,20 @@ def test_the_report_refuses_a_new_raw_file_without_provenance(tmp_path: Path) ->
     (results / "legacy.txt").write_text("test/mrl/seed42.json\n")  # listed as written before issue 29
     proc = subprocess.run(report, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "| mrl (1) | " in proc.stdout, proc.stderr[-2000:]
+
+
+def test_the_protocol_is_written_once_and_the_peers_read_it() -> None:
+    """protocol_stsb.yaml holds the training values; the sentence-transformers peers read them (protocol()), and the
+    recipe parser sees the same ones for our rows."""
+    import importlib
+
+    from mipic_hf.recipe import parse_recipe
+
+    sys.path.insert(0, str(QUALITY.parent))
+    registry = importlib.import_module("quality_registry")
+    settings = registry.protocol()
+    assert settings == {"batch": 32, "learning_rate": 2e-5, "warmup": 0.1, "epochs": 1.0, "max_length": 64}
+    ours = parse_recipe([str(ROOT / registry.PROTOCOL)])
+    assert ours.training.per_device_train_batch_size == settings["batch"]
+    assert ours.training.learning_rate == settings["learning_rate"] and ours.training.warmup_steps == 0.1
+    assert ours.data.train_max_length == settings["max_length"] and ours.model.fit_rotation == "none"

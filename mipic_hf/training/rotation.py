@@ -23,7 +23,7 @@ from ..modeling_mipic import pool
 
 ROTATION_CHOICES = ("auto", "none", "before", "after", "adaptor")
 FITTED_AFTER = ("after", "adaptor")  # fitted on the trained model
-AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality.py)
+AUTO_ROTATION = "before"  # issue 14's select_rotation on STS-B dev (benchmarks/quality_rules.py)
 
 
 def resolve_rotation(choice: str, use_lora: bool) -> str:
