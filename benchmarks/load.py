@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return 0
-    if Path(args.out).exists():
-        raise SystemExit(f"{args.out} exists: a raw file is never overwritten; pass another --out")
+    from provenance import refuse_existing, write_raw
+
+    refuse_existing(args.out)
     rows = []
     for what in args.cases:
         for n in args.sizes:
@@ -194,13 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{what} {n} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from provenance import provenance
-
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores", "command": sys.argv}
-    meta["provenance"] = provenance(method="MatryoshkaModel.encode / evaluate_grid on MiniLM", cases=args.cases)
-    out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    write_raw(
+        args.out, {**meta, "rows": rows}, method="MatryoshkaModel.encode / evaluate_grid on MiniLM", cases=args.cases
+    )
     print(table(rows))
     return 0
 

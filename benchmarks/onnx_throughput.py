@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.model / "config.json").is_file():
         parser.error(f"--model {args.model} has no config.json (run benchmarks/quality.py first, or pass a model)")
+    from provenance import refuse_existing, write_raw
+
+    refuse_existing(args.out)
 
     import onnxruntime as ort
     import torch
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "export_checks": index["budgets"],
     }
     if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_raw(args.out, results, method="PyTorch encode vs ONNX Runtime per budget", seed=None)
     print_table(results)
     return 0
 

@@ -3,6 +3,7 @@ command. Every raw file a benchmark writes from now on carries it under ``"prove
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -21,7 +22,13 @@ def _git(*args: str) -> str:
 
 
 def _tree() -> dict[str, Any]:
-    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+    try:
+        return {
+            "commit": _git("rev-parse", "HEAD"),
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (e.g. a lent GPU machine)
+        return {"commit": None, "dirty": None}
 
 
 TREE = _tree()  # read when the benchmark starts: the code it runs, even if the checkout moves on meanwhile
@@ -50,3 +57,19 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def refuse_existing(path: str | Path | None) -> None:
+    """Stop before any work when ``path`` exists: a raw file is never overwritten."""
+    if path is not None and Path(path).exists():
+        raise SystemExit(f"{path} exists: a raw file is never overwritten; pass another --out")
+
+
+def write_raw(path: str | Path, data: dict[str, Any], **extra: Any) -> None:
+    """Write ``data`` as JSON to ``path`` with its ``"provenance"`` (``extra``: method, seeds, ...); an existing
+    file is refused, never overwritten."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as f:
+        json.dump({**data, "provenance": provenance(**extra)}, f, indent=2)
+        f.write("\n")

@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         parser.error("--model is required (or --report)")
 
+    from provenance import refuse_existing, write_raw
+
+    refuse_existing(args.out)
     import torch
     from transformers import AutoTokenizer
 
@@ -260,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print_table(results)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_raw(args.out, results, method="Infinity serving standard folders vs MatryoshkaModel.encode", seed=None)
     return 0
 
 

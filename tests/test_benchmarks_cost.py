@@ -43,16 +43,23 @@ def test_cost_benchmark_runs_on_a_tiny_backbone(tiny_backbone: str, tmp_path: Pa
     assert "| 2 (full) | " in proc.stdout
     # mrl against itself: step time, paired step [IQR], peak RSS growth, saved for backward, operators
     assert "| mrl | 1.00x | 1.00x [1.00-1.00] | 1.00x | 1.00x | 1.00x |" in proc.stdout
+    # What produced the raw file, and no second run over it.
+    made = results["provenance"]
+    assert made["method"] == METHODS and made["seed"] == 0 and len(made["commit"]) == 40
+    assert made["command"][0] == "cost.py" and "torch" in made["versions"]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 1 and again.stderr.strip().endswith(
+        "a raw file is never overwritten; pass another --out"
+    )
+    assert json.loads(out.read_text()) == results
 
 
-def _cost_module():
-    import importlib.util
+def _cost_module(name: str = "cost"):
+    """benchmarks/<name>.py (``cost``, or its tables ``cost_report``), imported the way cost.py imports its parts."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("cost", COST)
-    cost = importlib.util.module_from_spec(spec)
-    sys.modules["cost"] = cost  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(cost)
-    return cost
+    sys.path.insert(0, str(COST.parent))
+    return importlib.import_module(name)
 
 
 def _run(times: dict[str, list[float]]) -> dict:
@@ -65,7 +72,7 @@ def test_paired_ratio_cancels_the_machine_drift_between_rounds(capsys) -> None:
     median the 1.1 of every other round."""
     import statistics
 
-    cost = _cost_module()
+    cost = _cost_module("cost_report")
     method, mrl = [2.2, 4.4, 4.4, 2.2, 4.4], [2.0, 4.0, 2.0, 2.0, 4.0]
     assert statistics.median(method) / statistics.median(mrl) == pytest.approx(2.2)
     assert cost.paired_ratio(method, mrl) == pytest.approx((1.1, 1.1, 1.1))

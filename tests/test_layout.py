@@ -1,6 +1,7 @@
 """The package's layout rules, read from the source: imports run one way (cli -> recipe -> training -> hub ->
 evaluation -> losses / data -> modeling), the two modeling files that travel to the Hub import nothing else of
-ours, no module imports another module's private name, and no function is over 60 lines of code."""
+ours, no module imports another module's private name, and no function is over 60 lines of code. Benchmark
+scripts stay under 500 lines each (one job per file)."""
 
 from __future__ import annotations
 
@@ -196,3 +197,13 @@ def test_no_function_needs_a_scroll_bar(path: Path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and code_lines(lines, node) > MAX_FUNCTION_LINES
     ]
     assert not long, f"split these into functions of at most {MAX_FUNCTION_LINES} lines of code: {long}"
+
+
+MAX_BENCHMARK_LINES = 500
+BENCHMARKS = sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_no_benchmark_file_does_several_jobs(path: Path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_BENCHMARK_LINES, f"{path.name}: {lines} lines; split it by job"
