@@ -196,6 +196,18 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # sharper tau (entropy 1.78 at 0.05), or the pairwise cosines themselves (MSE, scale-aware, no softmax)
     "nolabel_tau005": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_temperature", "0.05"]},
     "nolabel_mse": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_relation", "mse"]},
+    # issue 29: the teacher defaults (weight 10, tau 0.2) re-screened on STS-B dev with 3 seeds (their issue-8 screen's
+    # raw files were not kept): the shipped labelled recipe (t_final's spec, the teacher's values explicit) and one
+    # change each, judged by quality_rules.teacher_default_rule, written before these runs
+    **{
+        name: [*MIPIC, "default", "--teacher_model", "initial", *values, "--fit_rotation", "before"]
+        for name, values in {
+            "tdef_w10_t02": ["--teacher_weight", "10", "--teacher_temperature", "0.2"],  # the defaults
+            "tdef_w3_t02": ["--teacher_weight", "3", "--teacher_temperature", "0.2"],
+            "tdef_w30_t02": ["--teacher_weight", "30", "--teacher_temperature", "0.2"],
+            "tdef_w10_t005": ["--teacher_weight", "10", "--teacher_temperature", "0.05"],
+        }.items()
+    },
     # diagnostic, not a selection (test, one seed): does a 5x heavier teacher hold MNRL's drift?
     "snli_mipic_teacher_w50": {
         "recipe": PROTOCOL,
@@ -228,6 +240,7 @@ TEACHER_CANDIDATES = [
 ]
 SNLI_ROWS = [m for m in METHODS if m.startswith("snli_")]  # issue 8's second protocol, peer first
 SEEDS = [42, 43, 44]
+TEACHER_DEFAULTS = ["tdef_w10_t02", "tdef_w3_t02", "tdef_w30_t02", "tdef_w10_t005"]  # the defaults first
 
 
 def shape(path: str) -> tuple[list[int], list[int]]:

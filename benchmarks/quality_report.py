@@ -24,6 +24,7 @@ from quality_rules import (
     select_rotation,
     select_teacher,
     small,
+    teacher_default_rule,
     teacher_gaps,
     term_gains,
 )
@@ -133,6 +134,8 @@ def rules_tables(found: dict) -> None:
         pair = f"{variant} - {SPEED_VARIANTS[variant]}"
         print(f"\nspeed rule (same_quality): {pair}, dev aggregate: {move} ({verdict})")
     print(f"\nno-label rule (select_nolabel, seed 42) picks: {select_nolabel(found)}")
+    advanced, pick = teacher_default_rule(found)
+    print(f"\nteacher-defaults rule (teacher_default_rule): advanced after seed 42: {advanced}; picks: {pick}")
 
 
 def anchors_table(found: dict, split: str, order: list[str]) -> None:

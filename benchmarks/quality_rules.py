@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from quality_registry import CANDIDATES, SEEDS, TEACHER, TEACHER_CANDIDATES
+from quality_registry import CANDIDATES, SEEDS, TEACHER, TEACHER_CANDIDATES, TEACHER_DEFAULTS
 
 
 def cell(result: dict, task: str, layer: int, dim: int) -> float:
@@ -202,3 +202,34 @@ def anchor_gaps(found: dict[str, dict[int, dict]], method: str, task: str = "sts
             if task in run["tasks"]
         ]
     return gaps
+
+
+def teacher_key(found: dict[str, dict[int, dict]], method: str, seeds: list[int]) -> tuple[bool, float]:
+    """select_teacher's key over ``seeds``: (mean smallest last-exit gap to the untrained checkpoint >= 0, mean
+    score over d <= 32 at the last exit, rounded as the table shows it)."""
+    runs = {s: found[method][s] for s in seeds}
+    gaps, means = teacher_gaps({"untrained": found["untrained"], method: runs}, method)
+    return statistics.mean(gaps) >= 0, round(statistics.mean(means), 2)
+
+
+def teacher_default_rule(
+    found: dict[str, dict[int, dict]], candidates: list[str] = TEACHER_DEFAULTS, seeds: list[int] = SEEDS
+) -> tuple[list[str], str | None]:
+    """The teacher-defaults rule (issue 29), fixed before its runs. Stage 1, seed ``seeds[0]``: a candidate
+    advances when its :func:`teacher_key` beats the defaults' (``candidates[0]``) and its mean over d <= 32 gains at
+    least TERM_MIN_GAIN. Stage 2: the defaults and every advanced candidate run the other seeds; the pick is the
+    best teacher_key over all ``seeds``, ties to the defaults (they change only for a 3-seed win). Returns (the
+    advanced candidates, the pick); the pick is None until every needed run exists."""
+    first = seeds[:1]
+    if "untrained" not in found or not all(s in found.get(m, {}) for m in candidates for s in first):
+        return [], None
+    default = teacher_key(found, candidates[0], first)
+    advanced = []
+    for method in candidates[1:]:
+        key = teacher_key(found, method, first)
+        if key > default and key[1] - default[1] >= TERM_MIN_GAIN:
+            advanced.append(method)
+    finalists = [candidates[0], *advanced]
+    if not all(s in found.get(m, {}) for m in finalists for s in seeds):
+        return advanced, None
+    return advanced, max(finalists, key=lambda m: teacher_key(found, m, seeds))  # max keeps the first of a tie

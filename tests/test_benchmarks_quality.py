@@ -283,3 +283,28 @@ def test_the_protocol_is_written_once_and_the_peers_read_it() -> None:
     assert ours.training.per_device_train_batch_size == settings["batch"]
     assert ours.training.learning_rate == settings["learning_rate"] and ours.training.warmup_steps == 0.1
     assert ours.data.train_max_length == settings["max_length"] and ours.model.fit_rotation == "none"
+
+
+def test_teacher_default_rule_changes_the_defaults_only_for_a_three_seed_win() -> None:
+    """teacher_default_rule: seed 42 advances a candidate that beats the defaults by >= 0.3 over d <= 32 (and keeps
+    every dim at or above the base); the pick over 3 seeds keeps the defaults on a tie."""
+    rules = _rules()
+    last, dims = 6, [8, 16, 32, 64, 128, 256, 384]
+
+    def row(narrow: float, wide: float = 80.0) -> dict:
+        return _result({(last, d): (narrow if d <= 32 else wide) for d in dims})
+
+    names = ["tdef_w10_t02", "tdef_w3_t02", "tdef_w30_t02", "tdef_w10_t005"]
+    found = {
+        "untrained": {0: row(60.0, 79.0)},
+        names[0]: {42: row(65.0)},
+        names[1]: {42: row(65.2)},  # +0.2: below the bar
+        names[2]: {42: row(66.0)},  # +1.0: advances
+        names[3]: {42: row(70.0, 78.0)},  # best narrow dims, but below the base at the wide ones
+    }
+    assert rules.teacher_default_rule(found) == ([names[2]], None)  # stage 2 not run yet
+    found[names[0]].update({43: row(65.0), 44: row(65.0)})
+    found[names[2]].update({43: row(64.5), 44: row(64.5)})  # 3-seed mean 65.0: a tie keeps the defaults
+    assert rules.teacher_default_rule(found) == ([names[2]], names[0])
+    found[names[2]][44] = row(65.5)  # mean 65.33: a win
+    assert rules.teacher_default_rule(found) == ([names[2]], names[2])
