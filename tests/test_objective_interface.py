@@ -55,3 +55,31 @@ def test_config_dict_describes_mipic_and_starbucks(tmp_path: Path) -> None:
 def test_a_module_that_is_no_objective_is_refused() -> None:
     with pytest.raises(TypeError, match="objective must be a mipic_hf.losses.MatryoshkaObjective .* got Linear"):
         check_objective(nn.Linear(2, 2))
+
+
+def test_the_teacher_term_is_built_by_the_losses_for_the_recipe_and_the_trainer(tmp_path: Path, tiny_backbone) -> None:
+    """build_teacher_loss: None without a teacher; its settings and citation; dims and exits checked against the
+    model there, so the Python API (the trainer) and a recipe refuse them with the same words."""
+    from mipic_hf.losses.objective import build_teacher_loss
+    from mipic_hf.recipe import RecipeError, parse_recipe
+    from mipic_hf.recipe.plan import build_plan
+
+    config = MatryoshkaConfig(text_config=tiny_config("bert", num_layers=4), matryoshka_dimensions=[8, 16, 32, 64])
+
+    def args(**kwargs: object) -> MIPICTrainingArguments:
+        return MIPICTrainingArguments(output_dir=str(tmp_path), report_to="none", **kwargs)
+
+    assert build_teacher_loss(args(), config) is None
+    term = build_teacher_loss(args(teacher_model="initial", teacher_dims=[8, 32], teacher_temperature=0.05), config)
+    assert term.config_dict() == {"dims": [8, 32], "temperature": 0.05, "cka_weight": 0.0, "relation": "kl"}
+    assert "Relational Knowledge Distillation" in term.citation
+    with pytest.raises(ValueError, match=r"^teacher_dims must lie in 1..64, got \[65\]$"):
+        build_teacher_loss(args(teacher_model="initial", teacher_dims=[8, 65]), config)
+    with pytest.raises(ValueError, match=r"^teacher_layers must lie in 1..4 \(num_hidden_layers\), got \[5\]$"):
+        build_teacher_loss(args(teacher_model="initial", teacher_layers=[5]), config)
+    recipe = ["--backbone", tiny_backbone, "--train_data", "stsb", "--output_dir", str(tmp_path / "o"), "--dry_run"]
+    with pytest.raises(RecipeError, match=r"^teacher.teacher_dims must lie in 1..64, got \[65\]$"):
+        build_plan(parse_recipe([*recipe, "--teacher_model", "initial", "--teacher_dims", "8", "65"]))
+    plan = build_plan(parse_recipe([*recipe, "--teacher_model", "initial", "--teacher_dims", "8", "16"]))
+    assert plan.teacher_loss.dims == [8, 16]
+    assert "teacher    initial: relation KL (tau 0.2) x10 at dims [8, 16]" in plan.describe()

@@ -13,6 +13,7 @@ from .pic import PICLoss, default_ladder, parse_ladder, validate_ladder
 from .sia import AGGREGATIONS, K_RULES, KL_DIRECTIONS, LIFT_INITS, TOPK_RANKS, SIALoss, default_gammas
 from .starbucks import StarbucksLoss
 from .task import TASKS, MatryoshkaTaskLoss
+from .teacher_relation import TeacherRelationLoss
 from .twodmse import TwoDMSELoss
 
 METHODS = ("mipic", "mrl", "2dmse", "starbucks", "none")
@@ -172,3 +173,21 @@ def build_objective(args: Any, config: Any, task: str, num_labels: int | None = 
     validate_ladder(ladder, hidden, num_layers)
     sia = build_sia(args, settings, config, ladder, paper_layers)
     return build_mipic(args, settings, config, task_loss, ladder, sia)
+
+
+def build_teacher_loss(args: Any, config: Any) -> TeacherRelationLoss | None:
+    """The teacher's relational term when ``teacher_model`` or ``teacher_cache`` is set (None otherwise), its dims
+    and exit layers checked against the model: the one place both the recipe and the trainer build it from."""
+    if not (args.teacher_model or args.teacher_cache):
+        return None
+    hidden, num_layers = int(config.text_config.hidden_size), int(config.text_config.num_hidden_layers)
+    dims = list(args.teacher_dims or config.matryoshka_dimensions)
+    bad = [d for d in dims if not 1 <= d <= hidden]
+    if bad:
+        raise ValueError(f"teacher_dims must lie in 1..{hidden}, got {bad}")
+    bad = [layer for layer in args.teacher_layers or [] if not 1 <= layer <= num_layers]
+    if bad:
+        raise ValueError(f"teacher_layers must lie in 1..{num_layers} (num_hidden_layers), got {bad}")
+    return TeacherRelationLoss(
+        dims, temperature=args.teacher_temperature, cka_weight=args.teacher_cka_weight, relation=args.teacher_relation
+    )

@@ -23,6 +23,8 @@ model already had (relational distillation as in RKD, Park et al. 2019, applied 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,14 @@ class TeacherRelationLoss(nn.Module):
     """
 
     RELATIONS = ("kl", "mse")
+    citation = """
+@inproceedings{park2019relational,
+    title={Relational Knowledge Distillation},
+    author={Park, Wonpyo and Kim, Dongju and Lu, Yan and Cho, Minsu},
+    booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+    year={2019}
+}
+"""
 
     def __init__(
         self, dims: list[int], temperature: float = 0.2, cka_weight: float = 0.0, relation: str = "kl"
@@ -70,6 +80,15 @@ class TeacherRelationLoss(nn.Module):
         self.temperature = temperature
         self.cka_weight = cka_weight
         self.relation = relation
+
+    def config_dict(self) -> dict[str, Any]:
+        """The term's settings, as the plan and the run summary show them."""
+        return {
+            "dims": self.dims,
+            "temperature": self.temperature,
+            "cka_weight": self.cka_weight,
+            "relation": self.relation,
+        }
 
     def forward(
         self,

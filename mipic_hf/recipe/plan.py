@@ -36,6 +36,7 @@ class Plan:
     task: str
     num_labels: int | None
     objective: Any
+    teacher_loss: Any  # TeacherRelationLoss, or None without a teacher
     train_dataset: Any
     data_note: str
     steps: int | None
@@ -75,15 +76,15 @@ class Plan:
             + ("" if t.task_weight == 1 else f" x{t.task_weight:g}" + (" (off)" if t.task_weight == 0 else "")),
         ]
         lines += objective_lines(self.objective.config_dict())
-        if t.teacher_model or t.teacher_cache:
+        if self.teacher_loss is not None:
             source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
-            dims = t.teacher_dims or c.matryoshka_dimensions
-            relation = "relation MSE" if t.teacher_relation == "mse" else f"relation KL (tau {t.teacher_temperature:g})"
+            term = self.teacher_loss.config_dict()
+            relation = "relation MSE" if term["relation"] == "mse" else f"relation KL (tau {term['temperature']:g})"
             lines.append(
                 f"  teacher    {source}: {relation} x{t.teacher_weight:g} "
-                f"at dims {dims}"
+                f"at dims {term['dims']}"
                 + (f", exits {t.teacher_layers}" if t.teacher_layers else "")
-                + (f", token CKA x{t.teacher_cka_weight:g}" if t.teacher_cka_weight else "")
+                + (f", token CKA x{term['cka_weight']:g}" if term["cka_weight"] else "")
             )
         lora = self.recipe.lora
         eval_dims = self.recipe.eval.eval_dims or c.matryoshka_dimensions
@@ -306,6 +307,16 @@ def plan_objective(training_args: MIPICTrainingArguments, config: Any, task: str
         raise RecipeError(f"loss.{err}") from None
 
 
+def plan_teacher_loss(training_args: MIPICTrainingArguments, config: Any) -> Any:
+    """The teacher's term (None without a teacher), built once to validate its dims and exits on this model."""
+    from ..losses.objective import build_teacher_loss
+
+    try:
+        return build_teacher_loss(training_args, config)
+    except ValueError as err:
+        raise RecipeError(f"teacher.{err}") from None
+
+
 def planned_steps(training_args: MIPICTrainingArguments, dataset: Any) -> int | None:
     """Optimizer steps the run will take (None when the data is not read yet)."""
     if training_args.max_steps >= 0:
@@ -326,8 +337,9 @@ def build_plan(recipe: Recipe) -> Plan:
     kind, train_dataset, data_note, dropped = read_plan_data(r.data, r.run.dry_run)
     task, num_labels = resolve_task(r.training, kind, train_dataset)
     objective = plan_objective(r.training, config, task, num_labels)
+    teacher_loss = plan_teacher_loss(r.training, config)
     hidden, num_layers = int(text_config.hidden_size), int(text_config.num_hidden_layers)
-    check_teacher(r.training, hidden, num_layers)
+    check_teacher(r.training)
     check_learning_signal(r.training)
     check_eval(r.eval, hidden, num_layers, r.model.calibration_max_texts)
     skeleton = None
@@ -351,6 +363,7 @@ def build_plan(recipe: Recipe) -> Plan:
         task,
         num_labels,
         objective,
+        teacher_loss,
         train_dataset,
         data_note,
         planned_steps(r.training, train_dataset),

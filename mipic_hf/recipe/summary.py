@@ -67,6 +67,10 @@ def training_summary(plan: Plan, steps: int, seconds: float) -> dict[str, Any]:
         summary.update({k: config[k] for k in ("pic_ladder", "terms", "sia_layers", "sia_prefix_dims") if k in config})
     elif "pairs" in config:
         summary["pairs"] = config["pairs"]
+    if plan.teacher_loss is not None:
+        source = f"cache {t.teacher_cache}" if t.teacher_cache else t.teacher_model
+        term = {"source": source, "weight": t.teacher_weight, "layers": t.teacher_layers}
+        summary["teacher"] = {**term, **plan.teacher_loss.config_dict()}
     if plan.recipe.lora.use_lora:
         from ..training.lora import lora_targets
 

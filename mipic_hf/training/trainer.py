@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..losses.base import check_objective
-from ..losses.objective import build_objective, resolve_settings
+from ..losses.objective import build_objective, build_teacher_loss, resolve_settings
 from ..losses.task import check_task_inputs
 from .arguments import MIPICTrainingArguments
 from .checkpoints import AtomicCheckpoints
@@ -119,26 +119,16 @@ class MIPICTrainer(AtomicCheckpoints):
 
     @staticmethod
     def _build_teacher(args: MIPICTrainingArguments, model: Any, tokenizer: Any, collator: Any) -> TeacherTerm | None:
-        """The frozen teacher's term when ``teacher_model`` or ``teacher_cache`` is set."""
-        from ..losses.teacher_relation import TeacherRelationLoss
+        """The frozen teacher's term when ``teacher_model`` or ``teacher_cache`` is set: the loss from
+        :func:`~mipic_hf.losses.objective.build_teacher_loss`, the frozen model beside it."""
         from .teacher import build_teacher
 
-        if not (args.teacher_model or args.teacher_cache):
+        loss = build_teacher_loss(args, matryoshka_model(model).config)
+        if loss is None:
             return None
-        config = matryoshka_model(model).config
-        dims = list(args.teacher_dims or config.matryoshka_dimensions)
-        bad = [d for d in dims if not 1 <= d <= int(config.text_config.hidden_size)]
-        if bad:
-            raise ValueError(f"teacher_dims must lie in 1..{config.text_config.hidden_size}, got {bad}")
         teacher = build_teacher(args, matryoshka_model(model), tokenizer, getattr(collator, "max_length", None))
         if args.teacher_cka_weight and not teacher.shares_tokenizer:
             raise ValueError("teacher_cka_weight needs a live teacher with the student's tokenizer (e.g. 'initial')")
-        loss = TeacherRelationLoss(
-            dims,
-            temperature=args.teacher_temperature,
-            cka_weight=args.teacher_cka_weight,
-            relation=args.teacher_relation,
-        )
         term = TeacherTerm(teacher, loss, args.teacher_weight, args.teacher_layers, bool(args.teacher_cka_weight))
         return term.to(args.device)
 
