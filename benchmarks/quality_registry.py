@@ -244,15 +244,17 @@ TEACHER_DEFAULTS = ["tdef_w10_t02", "tdef_w3_t02", "tdef_w30_t02", "tdef_w10_t00
 
 
 def shape(path: str) -> tuple[list[int], list[int]]:
-    """The grid for a backbone: MatryoshkaConfig's default dims (8, 16, ... and the width), and exits at 1/3,
-    2/3, 3/3 of its depth (2, 4, 6 on MiniLM)."""
+    """The grid for a backbone: MatryoshkaConfig's default dims (8, 16, ... and the width), and exits at each
+    quarter of its depth when 4 divides it (3, 6, 9, 12 on a 12-layer model such as all-mpnet-base-v2), else at
+    1/3, 2/3, 3/3 (2, 4, 6 on MiniLM)."""
     from transformers import AutoConfig
 
     from mipic_hf import MatryoshkaConfig
 
     config = MatryoshkaConfig(text_config=AutoConfig.from_pretrained(path))
     depth = int(config.text_config.num_hidden_layers)
-    return list(config.matryoshka_dimensions), sorted({max(1, depth * k // 3) for k in (1, 2, 3)})
+    parts = 4 if depth % 4 == 0 else 3
+    return list(config.matryoshka_dimensions), sorted({max(1, depth * k // parts) for k in range(1, parts + 1)})
 
 
 def minilm_path() -> str:
