@@ -18,6 +18,7 @@ from transformers import (  # noqa: E402
     AutoTokenizer,
     BertConfig,
     BertModel,
+    MPNetConfig,
     PretrainedConfig,
     Qwen3Config,
     XLMRobertaConfig,
@@ -27,7 +28,7 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 
 
 def tiny_config(arch: str, vocab_size: int = 1000, num_layers: int = 2) -> PretrainedConfig:
-    """A 2-layer, 64-wide random config of the given architecture (bert | xlm-roberta | qwen3)."""
+    """A 2-layer, 64-wide random config of the given architecture (bert | xlm-roberta | qwen3 | mpnet)."""
     kw = dict(TINY, vocab_size=vocab_size, num_hidden_layers=num_layers)
     if arch == "bert":
         return BertConfig(**kw)
@@ -35,6 +36,8 @@ def tiny_config(arch: str, vocab_size: int = 1000, num_layers: int = 2) -> Pretr
         return XLMRobertaConfig(**kw, pad_token_id=1, max_position_embeddings=130)
     if arch == "qwen3":
         return Qwen3Config(**kw, num_key_value_heads=1, head_dim=32, max_position_embeddings=256, pad_token_id=0)
+    if arch == "mpnet":
+        return MPNetConfig(**kw, pad_token_id=1, max_position_embeddings=130)
     raise ValueError(arch)
 
 

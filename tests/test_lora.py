@@ -85,7 +85,7 @@ def test_merged_model_equals_the_adapted_one(tokenizer, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, "mpnet"])  # mpnet: all-mpnet-base-v2, the second real backbone
 def test_default_targets_per_architecture(arch: str) -> None:
     config = MatryoshkaConfig(
         text_config=tiny_config(arch), pooling="last_token" if arch == "qwen3" else "cls", matryoshka_dimensions=[8, 64]

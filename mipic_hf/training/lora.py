@@ -17,6 +17,7 @@ DEFAULT_LORA_TARGETS: dict[str, list[str]] = {
     "bert": _ENCODER_TARGETS,
     "roberta": _ENCODER_TARGETS,
     "xlm-roberta": _ENCODER_TARGETS,
+    "mpnet": ["q", "k", "v", "o", "dense"],  # all-mpnet-base-v2: attention.attn.{q,k,v,o}, the MLP's dense
     "qwen2": _DECODER_TARGETS,
     "qwen3": _DECODER_TARGETS,
     "llama": _DECODER_TARGETS,
