@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 import quality_registry as registry
-from quality_registry import METHODS, SEEDS, SNLI_ROWS, TEACHER, TEACHER_CANDIDATES, tasks_for
+from quality_registry import METHODS, SEEDS, SNLI_ROWS, TEACHER, TEACHER_CANDIDATES, TEACHER_DEFAULTS, tasks_for
 from quality_rules import (
     RESHAPED,
     SPEED_VARIANTS,
@@ -151,7 +151,7 @@ def anchors_table(found: dict, split: str, order: list[str]) -> None:
 
 
 def teacher_table(found: dict, split: str, order: list[str]) -> None:
-    teachers = TEACHER + TEACHER_CANDIDATES + SNLI_ROWS
+    teachers = TEACHER + TEACHER_CANDIDATES + SNLI_ROWS + TEACHER_DEFAULTS
     if "untrained" not in found or not any(m in teachers for m in order):
         return
     print(f"\nteacher check, stsb {split}, last exit: gap to the untrained checkpoint at every dim")
