@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-REPORT = re.compile(r"^python benchmarks/\w+\.py (report\b|.*--report\b)")
+REPORT = re.compile(r"^python benchmarks/\w+\.py (?:.*\s)?(?:report|--report)\b")  # options may come first
 SUMMARY = "## Summary"
 
 
