@@ -195,10 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{what} {n} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores", "command": sys.argv}
-    write_raw(
-        args.out, {**meta, "rows": rows}, method="MatryoshkaModel.encode / evaluate_grid on MiniLM", cases=args.cases
-    )
+    # date, machine and command are in the provenance
+    write_raw(args.out, {"rows": rows}, method="MatryoshkaModel.encode / evaluate_grid on MiniLM", cases=args.cases)
     print(table(rows))
     return 0
 
