@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import quality_run
 from frontier import LAYERS, ROOT, RUNS, PooledCache, load_model  # sets the offline defaults and import paths
 from frontier_report import BUDGETS, TOLERANCE, lose_nothing_rule, raw_results  # the rule, one owner
 from provenance import provenance
@@ -143,14 +144,13 @@ def raw_file(split: str, name: str, seed: int) -> Path:
 
 def run(names: list[str], seeds: list[int], split: str, clean: bool = False) -> None:
     """Score each candidate x seed on SciFact and STS-B (``split``), or with ``clean`` on the held-out STS sets of
-    issue 27 (STS-B test and STS12, test split, without the training pairs: ``frontier.excluded_pairs``)."""
-    import frontier
+    issue 27 (STS-B test and STS12, test split, without the training pairs: ``quality_run.excluded_pairs``)."""
     import quality_registry as quality
 
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
 
-    tasks, exclude = (["stsb", "sts12"], frontier.excluded_pairs()) if clean else (["scifact", "stsb"], None)
+    tasks, exclude = (["stsb", "sts12"], quality_run.excluded_pairs()) if clean else (["scifact", "stsb"], None)
     model, tokenizer = load_model(quality.minilm_path())
     cache = PooledCache(model, tokenizer).load(CACHE)  # frontier.py encoded SciFact, STS-B and the rest
     texts = training_texts()
@@ -203,7 +203,7 @@ def run_calibration(split: str) -> None:
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
 
-    exclude = frontier.excluded_pairs()
+    exclude = quality_run.excluded_pairs()
     for row, method in CALIBRATION_ROWS.items():
         for seed in [0] if method is None else CALIBRATION_SEEDS:
             path = quality.minilm_path() if method is None else str(frontier.model_path(method, seed))

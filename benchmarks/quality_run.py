@@ -11,7 +11,18 @@ from pathlib import Path
 
 import quality_registry as registry
 import yaml
-from quality_registry import METHODS, PROTOCOL, ROOT, protocol, run_dir, shape, tasks_for
+from quality_registry import (
+    CLEAN,
+    METHODS,
+    PROTOCOL,
+    ROOT,
+    eval_split,
+    protocol,
+    run_dir,
+    shape,
+    tasks_for,
+    untrained,
+)
 
 
 def rotation_texts() -> list[str]:
@@ -22,10 +33,32 @@ def rotation_texts() -> list[str]:
     return training_texts(load_benchmark("stsb", split="train"), ["sentence1", "sentence2"])
 
 
+def excluded_pairs() -> set[tuple[str, str]]:
+    """Every training pair of every row: STS-B train and the SNLI triplets (what ``test_clean`` leaves out)."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.data.overlap import training_pairs
+
+    return training_pairs(load_benchmark("stsb", split="train")) | training_pairs(load_benchmark("snli", split="train"))
+
+
+def model_folder(out: Path, method: str) -> Path:
+    """Where a trained row's model is in its run folder: sentence-transformers peers save under ``model/``."""
+    return out / "model" if isinstance(METHODS[method], str) else out
+
+
+def trained_model(method: str, seed: int) -> str:
+    """The model the ``test`` split trained for (method, seed), which ``test_clean`` scores again."""
+    folder = model_folder(run_dir("test", method, seed), method)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"--split {CLEAN} scores trained models: no model at {folder}; run --split test first")
+    return str(folder)
+
+
 def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
     """Evaluate the grid with the project's evaluator and write out/eval/eval_results.json (+ table, plots).
     ``model_path``: a backbone, or a saved MatryoshkaModel (a run's output_dir); ``rotate``: fit the output
-    rotation on :func:`rotation_texts` first."""
+    rotation on :func:`rotation_texts` first; ``split`` ``test_clean``: the test split without
+    :func:`excluded_pairs`."""
     import torch
     from transformers import AutoTokenizer
 
@@ -50,7 +83,14 @@ def score(model_path: str, split: str, out: Path, rotate: bool = False) -> None:
     if rotate:
         fit_output_rotation(model, tokenizer, rotation_texts())
     results = evaluate_grid(
-        model, tokenizer, tasks_for(split), dims=dims, layers=layers, split=split, show_progress_bar=False
+        model,
+        tokenizer,
+        tasks_for(split),
+        dims=dims,
+        layers=layers,
+        split=eval_split(split),
+        exclude_pairs=excluded_pairs() if split == CLEAN else None,
+        show_progress_bar=False,
     )
     write_outputs(results, out / "eval")
 
@@ -81,8 +121,11 @@ def run_ours(
     tasks: list[str] | None = None,
 ) -> None:
     """Train one of our rows through ``mipic_hf.run`` into ``out``, scored on ``tasks`` (default
-    :func:`tasks_for`; an empty list scores nothing). The protocol's training values come from its recipe; every
-    row, whatever its recipe, trains one epoch (or ``max_steps``), exports nothing and leaves the base unscored."""
+        :func:`tasks_for`; an empty list scores nothing). The protocol's training values come from its recipe; every
+        row, whatever its recipe, trains one epoch (or ``max_steps``), exports nothing and leaves the base unscored. It
+    is scored on every example, as :func:`score` scores the base and the peers (``test_clean`` drops training pairs
+    for every row alike). Rows run from commit 42cae16 until ``test_clean`` came were scored without their training
+    pairs (their raw files' ``num_examples`` say ``dropped_as_training``)."""
     from mipic_hf.run import main
 
     recipe, overrides = (PROTOCOL, spec) if isinstance(spec, list) else (spec["recipe"], spec["args"])
@@ -96,6 +139,7 @@ def run_ours(
         *("--max_steps", str(max_steps or -1), "--num_train_epochs", "1", "--logging_steps", "20"),
         *("--eval_split", split, "--eval_tasks", *((tasks_for(split) if tasks is None else tasks) or ["none"])),
         *("--export_model", "false", "--eval_base", "false"),
+        *("--eval_decontaminate", "false"),  # every row on the same examples: the base and the peers see all pairs
     ]
     recipe_model = yaml.safe_load(Path(argv[0]).read_text()).get("model") or {}
     if "--fit_rotation" not in overrides and "fit_rotation" not in recipe_model:
@@ -160,7 +204,10 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     spec = METHODS[method]
-    if spec is None:
+    if split == CLEAN and not untrained(method):  # the test split's model, scored again
+        source = spec["rotate"] if isinstance(spec, dict) and "rotate" in spec else method
+        score(trained_model(source, seed), split, out, rotate=source != method)
+    elif spec is None:
         score(model, split, out)
     elif isinstance(spec, dict) and "rotate" in spec:  # another row's model, rotated
         source = spec["rotate"]

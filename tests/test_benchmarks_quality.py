@@ -69,6 +69,55 @@ def test_quality_benchmark_runs_and_reports_on_a_tiny_backbone(tiny_backbone: st
     assert "| SIA | t_abl_no_sia | [] | - | - |" in proc.stdout  # no ablation ran: no verdict
 
 
+def test_clean_split_scores_the_test_models_without_training_pairs(tiny_backbone: str, tmp_path: Path) -> None:
+    """``--split test_clean`` trains nothing: it scores the model ``--split test`` trained, on STS-B test and STS12
+    without any row's training pairs; a row the test split has not trained is refused naming the split to run."""
+    from mipic_hf.data import load_benchmark
+    from mipic_hf.data.overlap import pair_key
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    base = [sys.executable, str(QUALITY), "--runs", str(runs), "--results", str(results), "run"]
+    tiny = ["--model", tiny_backbone, "--max_steps", "2"]
+    for split, methods in (("test", ["mrl"]), ("test_clean", ["untrained", "mrl"])):
+        proc = subprocess.run(
+            [*base, "--split", split, *tiny, "--methods", *methods],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in (runs / "test_clean" / "mrl" / "seed42").iterdir()) == ["eval", "wall_seconds.txt"]
+
+    trained = json.loads((results / "test" / "mrl" / "seed42.json").read_text())
+    clean = json.loads((results / "test_clean" / "mrl" / "seed42.json").read_text())
+    assert clean["provenance"]["split"] == "test_clean"
+    train_pairs = {pair_key(r["sentence1"], r["sentence2"]) for r in load_benchmark("stsb", split="train")}
+    snli = load_benchmark("snli", split="train")
+    train_pairs |= {pair_key(r[a], r[b]) for r in snli for a, b in (("anchor", "positive"), ("anchor", "negative"))}
+    for task in ("stsb", "sts12"):
+        rows = load_benchmark(task, split="test")
+        dropped = sum(pair_key(r["sentence1"], r["sentence2"]) in train_pairs for r in rows)
+        counts = clean["tasks"][task]["num_examples"]
+        assert counts == {"test": len(rows) - dropped, "dropped_as_training": dropped}
+        assert trained["tasks"][task]["num_examples"] == {"test": len(rows)}  # test: every pair, for every row
+    assert clean["tasks"]["sts12"]["num_examples"]["dropped_as_training"] > 0  # STS-B train holds STS12 pairs
+    assert clean["tasks"]["sts12"]["scores"] != trained["tasks"]["sts12"]["scores"]
+
+    proc = subprocess.run(
+        [*base, "--split", "test_clean", *tiny, "--methods", "starbucks"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 1
+    assert "--split test_clean scores trained models: no model at" in proc.stderr
+    assert "run --split test first" in proc.stderr
+    assert not (results / "test_clean" / "starbucks").exists()
+
+
 def _result(cells: dict[tuple[int, int], float]) -> dict:
     scores: dict = {}
     for (layer, dim), value in cells.items():
