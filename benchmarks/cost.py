@@ -29,9 +29,10 @@ kernel launch on a GPU: the GPU-free proxy for a launch-bound GPU step. Exact, s
 on a busy machine.
 
 Encode: ``MatryoshkaModel.encode`` (eval mode, full dimension, batch 64, its own length-sorted padding) of
-``--encode_sentences`` sentences (STS-B sentences for ``--text stsb``, else the synthetic ones) at exit
-layers 2, 4 and full depth (those the model has), layers alternating over ``--encode_rounds`` rounds after
-one warm-up round; the median time gives sentences/s and the throughput ratio to the full model.
+``--encode_sentences`` sentences (STS-B sentences for ``--text stsb``, else the synthetic ones) at the quality
+benchmark's exit layers (``quality_registry.shape``: 2, 4, 6 on MiniLM; 3, 6, 9, 12 on mpnet), layers
+alternating over ``--encode_rounds`` rounds after one warm-up round; the median time gives sentences/s and the
+throughput ratio to the full model.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from cost_report import print_runs, print_tables  # noqa: E402
+from quality_registry import shape  # noqa: E402
 
 METHODS = {
     "mrl": {"method": "mrl"},
@@ -309,10 +311,6 @@ def measure_memory(method: str, args: argparse.Namespace) -> dict[str, int]:
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
 
-def encode_layers(num_layers: int) -> list[int]:
-    return sorted({layer for layer in (2, 4, num_layers) if layer <= num_layers})
-
-
 def measure_encode(model_path: str, sentences: list[str], rounds: int) -> list[dict]:
     """Median ``MatryoshkaModel.encode`` time per exit layer, layers alternating, after one warm-up round."""
     from transformers import AutoTokenizer
@@ -321,7 +319,7 @@ def measure_encode(model_path: str, sentences: list[str], rounds: int) -> list[d
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = MatryoshkaModel.from_backbone(model_path).eval()
-    layers = encode_layers(model.num_layers)
+    layers = shape(model_path)[1]  # the quality benchmark's exits: 2, 4, 6 on MiniLM; 3, 6, 9, 12 on mpnet
 
     def encode(layer: int) -> None:
         model.encode(sentences, tokenizer, layer=layer, batch_size=ENCODE_BATCH_SIZE, show_progress_bar=False)
