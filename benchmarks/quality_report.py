@@ -69,6 +69,7 @@ def report(split: str, methods: list[str] | None, layers: list[int] | None, plot
     dims, grid_layers = list(first["dims"]), list(first["layers"])  # the grid the runs used
     order = [m for m in methods or METHODS if m in found]
     for task in tasks_for(split):
+        examples_note(found, task, order)
         for layer in layers or grid_layers[::-1]:
             grid_table(found, task, split, order, layer, dims)
         averages_table(found, task, split, order, grid_layers)
@@ -80,6 +81,18 @@ def report(split: str, methods: list[str] | None, layers: list[int] | None, plot
         rules_tables(found)
     anchors_table(found, split, order)
     teacher_table(found, split, order)
+
+
+def examples_note(found: dict, task: str, order: list[str]) -> None:
+    """Say so when the rows of ``task`` were scored on different examples (a row whose run dropped its training
+    pairs next to rows that kept them): their scores are not comparable cell by cell."""
+    counts = {
+        method: sorted({r["tasks"][task]["num_examples"]["test"] for r in found[method].values() if task in r["tasks"]})
+        for method in order
+    }
+    if len({n for ns in counts.values() for n in ns}) > 1:
+        listed = ", ".join(f"{m} {'/'.join(map(str, ns))}" for m, ns in counts.items() if ns)
+        print(f"\nnote: {task} rows were scored on different examples (not comparable): {listed}")
 
 
 def grid_table(found: dict, task: str, split: str, order: list[str], layer: int, dims: list[int]) -> None:

@@ -357,3 +357,23 @@ def test_teacher_default_rule_changes_the_defaults_only_for_a_three_seed_win() -
     assert rules.teacher_default_rule(found) == ([names[2]], names[0])
     found[names[2]][44] = row(65.5)  # mean 65.33: a win
     assert rules.teacher_default_rule(found) == ([names[2]], names[2])
+
+
+def test_report_says_when_rows_were_scored_on_different_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples_note: rows scored on different numbers of pairs (one run dropped its training pairs) are named,
+    with their counts; rows on the same examples print nothing."""
+    _rules()  # puts benchmarks/ on the import path
+    import importlib
+
+    report = importlib.import_module("quality_report")
+
+    def run(n: int) -> dict:
+        return {"tasks": {"stsb": {"num_examples": {"test": n}, "scores": {}}}}
+
+    report.examples_note({"untrained": {0: run(1379)}, "mrl": {42: run(1379), 43: run(1379)}}, "stsb", ["mrl"])
+    assert capsys.readouterr().out == ""
+    found = {"untrained": {0: run(1379)}, "t_final": {42: run(1367)}, "mrl": {42: run(1379)}}
+    report.examples_note(found, "stsb", ["untrained", "t_final", "mrl"])
+    assert capsys.readouterr().out == (
+        "\nnote: stsb rows were scored on different examples (not comparable): untrained 1379, t_final 1367, mrl 1379\n"
+    )
