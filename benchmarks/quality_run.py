@@ -121,8 +121,8 @@ def run_ours(
     tasks: list[str] | None = None,
 ) -> None:
     """Train one of our rows through ``mipic_hf.run`` into ``out``, scored on ``tasks`` (default
-        :func:`tasks_for`; an empty list scores nothing). The protocol's training values come from its recipe; every
-        row, whatever its recipe, trains one epoch (or ``max_steps``), exports nothing and leaves the base unscored. It
+    :func:`tasks_for`; an empty list scores nothing). The protocol's training values come from its recipe; every
+    row, whatever its recipe, trains one epoch (or ``max_steps``), exports nothing and leaves the base unscored. It
     is scored on every example, as :func:`score` scores the base and the peers (``test_clean`` drops training pairs
     for every row alike). Rows run from commit 42cae16 until ``test_clean`` came were scored without their training
     pairs (their raw files' ``num_examples`` say ``dropped_as_training``)."""
