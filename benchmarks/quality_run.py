@@ -201,16 +201,17 @@ def run_one(method: str, seed: int, split: str, model: str, max_steps: int | Non
         print(f"skip {split} {method} seed {seed}: done", flush=True)
         archive(out, split, method)
         return
+    spec = METHODS[method]
+    source = spec["rotate"] if isinstance(spec, dict) and "rotate" in spec else method
+    # test_clean scores the test split's model again: refused before any folder is made when there is none
+    trained = trained_model(source, seed) if split == CLEAN and not untrained(method) else None
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    spec = METHODS[method]
-    if split == CLEAN and not untrained(method):  # the test split's model, scored again
-        source = spec["rotate"] if isinstance(spec, dict) and "rotate" in spec else method
-        score(trained_model(source, seed), split, out, rotate=source != method)
+    if trained is not None:
+        score(trained, split, out, rotate=source != method)
     elif spec is None:
         score(model, split, out)
-    elif isinstance(spec, dict) and "rotate" in spec:  # another row's model, rotated
-        source = spec["rotate"]
+    elif source != method:  # another row's model, rotated
         run_one(source, seed, split, model, max_steps)
         score(model if METHODS[source] is None else str(run_dir(split, source, seed)), split, out, rotate=True)
     elif isinstance(spec, str):

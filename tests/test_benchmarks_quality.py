@@ -115,7 +115,7 @@ def test_clean_split_scores_the_test_models_without_training_pairs(tiny_backbone
     assert proc.returncode == 1
     assert "--split test_clean scores trained models: no model at" in proc.stderr
     assert "run --split test first" in proc.stderr
-    assert not (results / "test_clean" / "starbucks").exists()
+    assert not (results / "test_clean" / "starbucks").exists() and not (runs / "test_clean" / "starbucks").exists()
 
 
 def _result(cells: dict[tuple[int, int], float]) -> dict:
