@@ -3,6 +3,7 @@
     MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py train --methods t_final st_matryoshka --seeds 42
     MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py score --rows untrained t_final --seeds 42
     python benchmarks/frontier.py report [--split test]
+    MIPIC_DATA_DIR=../shared/data python benchmarks/frontier.py score --backbone mpnet --rows untrained --seeds 42
 
 ``train`` trains a row of the quality benchmark (``quality_registry.py``'s protocol and METHODS: 1 epoch, batch 32,
 lr 2e-5, train max length 64) into ``benchmarks/runs/frontier/<method>/seed<N>`` without scoring it. ``score``
@@ -18,6 +19,10 @@ int8 ranges: every row calibrated the same way, on 2,000 of its training sentenc
 every row drops the evaluation pairs that are training pairs of any row here (STS-B train and the SNLI triplets),
 so all rows are scored on the same examples. Each model is encoded once (pooled vectors cached per text); its
 rotated row and both splits reuse that encoding.
+
+``--backbone mpnet`` (``GRIDS``) scores all-mpnet-base-v2 and the rows ``quality.py run --model <it> --split test``
+trained (``benchmarks/runs/mpnet/test``) the same way at exits 3, 6, 9, 12 x dims 8 ... 768, into
+``benchmarks/results/frontier_mpnet/``; ``report --backbone mpnet`` prints its tables.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,18 +61,54 @@ ROWS: dict[str, tuple[str | None, bool]] = {
 }
 TASKS = {"test": ["scifact", "stsb", "sts12"], "validation": ["scifact", "stsb"]}  # STS12 has a test split only
 PRECISIONS = ["float32", "int8", "binary", "binary_rescore"]
-LAYERS = [2, 4, 6]
 CALIBRATION_TEXTS = 2000
 MAX_LENGTH = 256
 
 
-def run_dir(method: str, seed: int) -> Path:
-    return RUNS / method / f"seed{seed}"
+@dataclass(frozen=True)
+class Grid:
+    """One backbone's frontier: its exits and dims, where its trained rows are, where its vectors and scores go."""
+
+    name: str
+    layers: list[int]
+    dims: list[int]
+    runs: Path  # trained rows: <runs>/<method>/seed<N>
+    marker: str  # the file a finished training run leaves in its folder
+    results: Path  # raw files: <results>/<split>/<row>/seed<N>.json
+    cache: Path  # pooled vectors, one file per (model, seed)
+
+    def base(self) -> str:
+        """The untrained backbone's folder."""
+        if self.name == "mpnet":
+            import mpnet_weights
+
+            return str(mpnet_weights.fetch())
+        return quality.minilm_path()
 
 
-def model_path(method: str, seed: int) -> Path:
+GRIDS = {
+    "minilm": Grid("minilm", [2, 4, 6], [384, 256, 128, 64, 32, 16, 8], RUNS, "trained.json", RESULTS, RUNS / "cache"),
+    "mpnet": Grid(
+        "mpnet",
+        layers=[3, 6, 9, 12],
+        dims=[768, 512, 256, 128, 64, 32, 16, 8],
+        runs=ROOT / "benchmarks" / "runs" / "mpnet" / "test",  # quality.py run --model <mpnet> --split test
+        marker="wall_seconds.txt",  # quality_run writes it when a row's run ends
+        results=RESULTS.with_name("frontier_mpnet"),
+        cache=RUNS.with_name("frontier_mpnet") / "cache",
+    ),
+}
+MINILM = GRIDS["minilm"]
+LAYERS = MINILM.layers
+
+
+def run_dir(method: str, seed: int, grid: Grid = MINILM) -> Path:
+    return grid.runs / method / f"seed{seed}"
+
+
+def model_path(method: str, seed: int, grid: Grid = MINILM) -> Path:
     """Where a trained row's model is: sentence-transformers peers save under ``model/``."""
-    return quality_run.model_folder(run_dir(method, seed), method)
+    return quality_run.model_folder(run_dir(method, seed, grid), method)
 
 
 def train(method: str, seed: int, backbone: str, max_steps: int | None) -> Path:
@@ -128,9 +170,9 @@ def load_model(path: str) -> tuple[object, object]:
 class PooledCache:
     """Pooled, unrotated, unnormalised vectors of each text at each exit, encoded once per model."""
 
-    def __init__(self, model: object, tokenizer: object) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.vectors: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in LAYERS}
+    def __init__(self, model: object, tokenizer: object, layers: list[int] = LAYERS) -> None:
+        self.model, self.tokenizer, self.layers = model, tokenizer, layers
+        self.vectors: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
 
     def raw(self, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
         missing = [t for t in dict.fromkeys(texts) if t not in self.vectors[layers[0]]]
@@ -139,7 +181,9 @@ class PooledCache:
             saved = model.config.normalize, model.output_rotation
             model.config.normalize, model.output_rotation = False, None
             try:
-                out = model.encode_layers(missing, self.tokenizer, LAYERS, dimension=model.hidden_size, batch_size=64)
+                out = model.encode_layers(
+                    missing, self.tokenizer, self.layers, dimension=model.hidden_size, batch_size=64
+                )
             finally:
                 model.config.normalize, model.output_rotation = saved
             for layer, matrix in out.items():
@@ -153,7 +197,7 @@ class PooledCache:
         if path.is_file():
             texts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
             arrays = load_file(str(path))
-            for layer in LAYERS:
+            for layer in self.layers:
                 self.vectors[layer].update(zip(texts, arrays[f"L{layer}"], strict=True))
         return self
 
@@ -163,9 +207,9 @@ class PooledCache:
         nothing else)."""
         from safetensors.numpy import save_file
 
-        texts = list(self.vectors[LAYERS[0]])
+        texts = list(self.vectors[self.layers[0]])
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({f"L{layer}": np.stack([self.vectors[layer][t] for t in texts]) for layer in LAYERS}, str(path))
+        save_file({f"L{layer}": np.stack([self.vectors[layer][t] for t in texts]) for layer in self.layers}, str(path))
         path.with_suffix(".json").write_text(json.dumps(texts), encoding="utf-8")
 
     def encoder(self, rotation: tuple[np.ndarray, np.ndarray] | None):
@@ -190,42 +234,45 @@ def fit_rotation(cache: PooledCache, texts: list[str]) -> tuple[np.ndarray, np.n
 
     from mipic_hf.training.rotation import principal_rotation
 
-    mean, matrix = principal_rotation(torch.from_numpy(cache.raw(texts, [LAYERS[-1]])[LAYERS[-1]]).double())
+    last = cache.layers[-1]
+    mean, matrix = principal_rotation(torch.from_numpy(cache.raw(texts, [last])[last]).double())
     return mean.float().numpy(), matrix.float().numpy()
 
 
-def cache_file(method: str | None, seed: int) -> Path:
-    return RUNS / "cache" / f"{method or 'untrained'}_seed{0 if method is None else seed}.safetensors"
+def cache_file(method: str | None, seed: int, grid: Grid = MINILM) -> Path:
+    return grid.cache / f"{method or 'untrained'}_seed{0 if method is None else seed}.safetensors"
 
 
-def raw_file(split: str, row: str, seed: int) -> Path:
-    return RESULTS / split / row / f"seed{0 if ROWS[row][0] is None else seed}.json"
+def raw_file(split: str, row: str, seed: int, grid: Grid = MINILM) -> Path:
+    return grid.results / split / row / f"seed{0 if ROWS[row][0] is None else seed}.json"
 
 
-def recipe_of(method: str | None, seed: int) -> object:
+def recipe_of(method: str | None, seed: int, grid: Grid = MINILM) -> object:
     """What the row trained with: the run's resolved recipe (ours) or the quality.py spec (peers)."""
     import yaml
 
     if method is None:
         return None
-    written = run_dir(method, seed) / "mipic_recipe.yaml"
+    written = run_dir(method, seed, grid) / "mipic_recipe.yaml"
     if written.is_file():
         return yaml.safe_load(written.read_text())
     return {"quality_method": method, "spec": quality.METHODS[method], "protocol": "benchmarks/quality_run.py run_peer"}
 
 
-def score_method(method: str | None, rows: list[str], seed: int, splits: list[str], exclude: set) -> None:
+def score_method(
+    method: str | None, rows: list[str], seed: int, splits: list[str], exclude: set, grid: Grid = MINILM
+) -> None:
     """Score every row of one trained model (or the base) on ``splits``; writes the raw files that do not exist."""
     from mipic_hf.evaluation.grid import evaluate_grid
     from mipic_hf.evaluation.precision import sample_texts
 
-    todo = [(row, split) for row in rows for split in splits if not raw_file(split, row, seed).is_file()]
+    todo = [(row, split) for row in rows for split in splits if not raw_file(split, row, seed, grid).is_file()]
     if not todo:
         print(f"skip {rows} seed {seed}: scored", flush=True)
         return
-    path = quality.minilm_path() if method is None else str(model_path(method, seed))
+    path = grid.base() if method is None else str(model_path(method, seed, grid))
     model, tokenizer = load_model(path)
-    cache = PooledCache(model, tokenizer).load(cache_file(method, seed))
+    cache = PooledCache(model, tokenizer, grid.layers).load(cache_file(method, seed, grid))
     texts = training_texts(protocol(method))
     calibration = sample_texts(texts, CALIBRATION_TEXTS)
     for row in dict.fromkeys(r for r, _ in todo):
@@ -236,7 +283,7 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
                 model,
                 tokenizer,
                 TASKS[split],
-                layers=LAYERS,
+                layers=grid.layers,
                 split=split,
                 precisions=PRECISIONS,
                 calibration_texts=calibration,
@@ -247,32 +294,34 @@ def score_method(method: str | None, rows: list[str], seed: int, splits: list[st
             )
             record = provenance(
                 row=row,
+                backbone=grid.name,
                 method=method,
                 seed=None if method is None else seed,
                 rotation_after_training=ROWS[row][1],
                 protocol=protocol(method),
                 calibration={"texts": len(calibration), "from": f"{protocol(method)} train sentences, seed 0"},
                 excluded_pairs={"from": ["stsb train", "snli triplets"], "count": len(exclude)},
-                recipe=recipe_of(method, seed),
+                recipe=recipe_of(method, seed, grid),
             )
-            target = raw_file(split, row, seed)
+            target = raw_file(split, row, seed, grid)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "x", encoding="utf-8") as f:  # never overwrites a raw file
                 json.dump({"provenance": record, "results": results}, f, indent=1)
             print(f"scored {row} seed {seed} {split} in {time.time() - start:.0f} s -> {target}", flush=True)
-    cache.save(cache_file(method, seed))
+    cache.save(cache_file(method, seed, grid))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    grid = GRIDS[args.backbone]
     exclude = quality_run.excluded_pairs()
     for seed in args.seeds:
         methods = dict.fromkeys(ROWS[row][0] for row in args.rows)
         for method in methods:
-            if method is not None and not (run_dir(method, seed) / "trained.json").is_file():
-                print(f"not trained yet: {method} seed {seed}", flush=True)
+            if method is not None and not (run_dir(method, seed, grid) / grid.marker).is_file():
+                print(f"not trained yet: {method} seed {seed} ({run_dir(method, seed, grid)})", flush=True)
                 continue
             rows = [row for row in args.rows if ROWS[row][0] == method]
-            score_method(method, rows, seed, args.splits, exclude)
+            score_method(method, rows, seed, args.splits, exclude, grid)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,6 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     score_parser.add_argument("--seeds", nargs="+", type=int, default=quality.SEEDS)
     score_parser.add_argument("--splits", nargs="+", default=["test", "validation"], choices=["test", "validation"])
     report_parser = sub.add_parser("report", help="print the tables from the raw files")
+    for grid_parser in (score_parser, report_parser):
+        grid_parser.add_argument(
+            "--backbone", default="minilm", choices=list(GRIDS), help="minilm (default) or mpnet (quality.py's rows)"
+        )
     report_parser.add_argument("--split", default="test", choices=["test", "validation"])
     report_parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS))
     report_parser.add_argument("--plot", default=None, help="also write the SciFact quality-per-byte plot here")
@@ -295,9 +348,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "report":
         from frontier_report import plot, report
 
-        report(args.split, args.rows)
+        report(args.split, args.rows, GRIDS[args.backbone])
         if args.plot:
-            plot(args.split, args.plot, args.rows)
+            plot(args.split, args.plot, args.rows, GRIDS[args.backbone])
         return
     {"train": cmd_train, "score": cmd_score}[args.command](args)
 

@@ -1,4 +1,5 @@
-"""The tables of ``python benchmarks/frontier.py report``, from the raw files under ``benchmarks/results/frontier``.
+"""The tables of ``python benchmarks/frontier.py report``, from the raw files under ``benchmarks/results/frontier``
+(``frontier_mpnet`` with ``--backbone mpnet``: the same tables at its exits and dims).
 
 Every score is a mean +- std over the row's seeds ((n) seeds; the untrained rows have one). "Best within B bytes" is,
 per seed, the best cell storing at most B bytes per vector (any dim and precision, at the exit named), then averaged.
@@ -16,16 +17,14 @@ import json
 import statistics
 from pathlib import Path
 
-from frontier import LAYERS, RESULTS, ROWS
+from frontier import MINILM, PRECISIONS, ROWS, Grid
 from quality_report import mean_std
 
 from mipic_hf.evaluation.frontier import best_within, cells, smallest_within
 from mipic_hf.evaluation.grid import main_score
 
 BUDGETS = [8, 16, 32, 48, 64, 128, 256, 384, 768, 1536]
-ISSUE_CELLS = [(384, "float32"), (384, "int8"), (384, "binary"), (384, "binary_rescore")]
-ISSUE_CELLS += [(d, "float32") for d in (128, 64, 32, 16)]
-DIMS = [384, 256, 128, 64, 32, 16, 8]
+DIMS = MINILM.dims
 TOLERANCE = 0.1
 SCARCE = [b for b in BUDGETS if b <= 64]
 
@@ -40,9 +39,9 @@ def raw_results(folder: Path, names: list[str]) -> dict[str, list[dict]]:
     return found
 
 
-def load(split: str) -> dict[str, list[dict]]:
+def load(split: str, grid: Grid = MINILM) -> dict[str, list[dict]]:
     """Row -> its raw files' grid results (one per seed), in ROWS order."""
-    return raw_results(RESULTS / split, list(ROWS))
+    return raw_results(grid.results / split, list(ROWS))
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -53,13 +52,17 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
-def issue_cells(found: dict[str, list[dict]], split: str) -> None:
-    header = ["row (n)", *(f"{d} {'binary+rescore' if p == 'binary_rescore' else p}" for d, p in ISSUE_CELLS)]
+def issue_cells(found: dict[str, list[dict]], split: str, grid: Grid = MINILM) -> None:
+    """Fixed cells at the last exit: full width at each precision, then float32 at 128 ... 16."""
+    full, last = grid.dims[0], grid.layers[-1]
+    fixed = [(full, p) for p in PRECISIONS] + [(d, "float32") for d in (128, 64, 32, 16)]
+    header = ["row (n)", *(f"{d} {'binary+rescore' if p == 'binary_rescore' else p}" for d, p in fixed)]
     rows = [
-        [f"{row} ({len(runs)})", *(mean_std([main_score(r, "scifact", 6, d, p) for r in runs]) for d, p in ISSUE_CELLS)]
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, "scifact", last, d, p) for r in runs]) for d, p in fixed)]
         for row, runs in found.items()
     ]
-    _table(f"scifact ({split}), exit layer 6: nDCG@10 x100 at fixed cells, mean +- std over seeds (n)", header, rows)
+    title = f"scifact ({split}), exit layer {last}: nDCG@10 x100 at fixed cells, mean +- std over seeds (n)"
+    _table(title, header, rows)
 
 
 def budget_table(found: dict[str, list[dict]], split: str, layer: int, budgets: list[int]) -> None:
@@ -75,22 +78,23 @@ def budget_table(found: dict[str, list[dict]], split: str, layer: int, budgets: 
     _table(title, ["row (n)", *(f"{b} B" for b in budgets)], rows)
 
 
-def target_table(found: dict[str, list[dict]], split: str, target: float = 0.99) -> None:
+def target_table(found: dict[str, list[dict]], split: str, grid: Grid = MINILM, target: float = 0.99) -> None:
     rows = []
     for row, runs in found.items():
         picks = [smallest_within(cells(r, "scifact"), target) for r in runs]
         described = [f"L{c.layer} d{c.dim} {c.precision} {c.bytes} B ({c.score:.2f})" for c in picks]
-        full = mean_std([main_score(r, "scifact", LAYERS[-1], 384) for r in runs])
+        full = mean_std([main_score(r, "scifact", grid.layers[-1], grid.dims[0]) for r in runs])
         rows.append([f"{row} ({len(runs)})", full, "; ".join(described)])
     title = f"scifact ({split}): the smallest budget within 1% of the row's own full model (any exit), per seed"
-    _table(title, ["row (n)", "full model (L6 d384 float32)", "smallest budget within 1%"], rows)
+    header = ["row (n)", f"full model (L{grid.layers[-1]} d{grid.dims[0]} float32)", "smallest budget within 1%"]
+    _table(title, header, rows)
 
 
-def sts_table(found: dict[str, list[dict]], split: str, task: str, layer: int) -> None:
+def sts_table(found: dict[str, list[dict]], split: str, task: str, layer: int, dims: list[int] = DIMS) -> None:
     runs0 = next(iter(found.values()))
     counts = runs0[0]["tasks"][task]["num_examples"]
     rows = [
-        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, layer, d) for r in runs]) for d in DIMS)]
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, layer, d) for r in runs]) for d in dims)]
         for row, runs in found.items()
         if all(task in r["tasks"] for r in runs)
     ]
@@ -98,23 +102,25 @@ def sts_table(found: dict[str, list[dict]], split: str, task: str, layer: int) -
         f"{task} ({split}, clean: {counts['test']} pairs, {counts.get('dropped_as_training', 0)} training pairs "
         f"dropped), exit layer {layer}: Spearman x100, float32, mean +- std over seeds (n)"
     )
-    _table(title, ["row (n)", *map(str, DIMS)], rows)
+    _table(title, ["row (n)", *map(str, dims)], rows)
 
 
-def sts_bytes_table(found: dict[str, list[dict]], split: str, task: str) -> None:
-    cells_ = [(384, "int8"), (384, "binary"), (128, "int8"), (256, "binary")]
+def sts_bytes_table(found: dict[str, list[dict]], split: str, task: str, grid: Grid = MINILM) -> None:
+    full, last = grid.dims[0], grid.layers[-1]
+    cells_ = [(full, "int8"), (full, "binary"), (128, "int8"), (256, "binary")]
     rows = [
-        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, 6, d, p) for r in runs]) for d, p in cells_)]
+        [f"{row} ({len(runs)})", *(mean_std([main_score(r, task, last, d, p) for r in runs]) for d, p in cells_)]
         for row, runs in found.items()
     ]
-    title = f"{task} ({split}, clean), exit layer 6: Spearman x100 of stored codes, mean +- std over seeds (n)"
+    title = f"{task} ({split}, clean), exit layer {last}: Spearman x100 of stored codes, mean +- std over seeds (n)"
     _table(title, ["row (n)", *(f"{d} {p} ({d if p == 'int8' else d // 8} B)" for d, p in cells_)], rows)
 
 
 def _means(runs: list[dict]) -> tuple[list[float], list[float]]:
     """(best SciFact score within each budget, STS-B Spearman at each dim), last exit, mean over seeds."""
-    front = [statistics.mean(best_within(cells(r, "scifact"), b, LAYERS[-1]).score for r in runs) for b in BUDGETS]
-    sts = [statistics.mean(main_score(r, "stsb", LAYERS[-1], d) for r in runs) for d in DIMS]
+    last = MINILM.layers[-1]
+    front = [statistics.mean(best_within(cells(r, "scifact"), b, last).score for r in runs) for b in BUDGETS]
+    sts = [statistics.mean(main_score(r, "stsb", last, d) for r in runs) for d in DIMS]
     return front, sts
 
 
@@ -147,27 +153,28 @@ def select_table(found: dict[str, list[dict]]) -> None:
     print(f"\nrule (select_recipe) picks: {pick}")
 
 
-def report(split: str, rows: list[str] | None = None) -> None:
-    found = load(split)
+def report(split: str, rows: list[str] | None = None, grid: Grid = MINILM) -> None:
+    found = load(split, grid)
     if rows:
         found = {row: found[row] for row in rows if row in found}
     if not found:
-        raise SystemExit(f"no raw files under {RESULTS / split}")
-    issue_cells(found, split)
-    for layer in LAYERS[::-1]:
-        budget_table(found, split, layer, BUDGETS if layer == LAYERS[-1] else [48, 128, 384, 1536])
-    target_table(found, split)
+        raise SystemExit(f"no raw files under {grid.results / split}")
+    issue_cells(found, split, grid)
+    last = grid.layers[-1]
+    for layer in grid.layers[::-1]:
+        budget_table(found, split, layer, BUDGETS if layer == last else [48, 128, 384, 1536])
+    target_table(found, split, grid)
     for task in ("stsb", "sts12") if split == "test" else ("stsb",):
-        for layer in LAYERS[::-1]:
-            sts_table(found, split, task, layer)
-        sts_bytes_table(found, split, task)
-    if split == "validation":
+        for layer in grid.layers[::-1]:
+            sts_table(found, split, task, layer, grid.dims)
+        sts_bytes_table(found, split, task, grid)
+    if split == "validation" and grid.name == MINILM.name:  # issue 28's rule was written for MiniLM
         select_table(found)
-    gaps = [statistics.mean(main_score(r, "scifact", 6, 384) for r in runs) for runs in found.values()]
+    gaps = [statistics.mean(main_score(r, "scifact", last, grid.dims[0]) for r in runs) for runs in found.values()]
     print(f"\nrows: {len(found)}; full-width SciFact nDCG@10 range {min(gaps):.2f} .. {max(gaps):.2f}")
 
 
-def plot(split: str, path: str, rows: list[str] | None = None) -> None:
+def plot(split: str, path: str, rows: list[str] | None = None, grid: Grid = MINILM) -> None:
     """``path``: SciFact nDCG@10 vs bytes per vector (log2), the best cell within each budget at the last exit,
     mean over seeds, one line per row."""
     import matplotlib
@@ -175,7 +182,7 @@ def plot(split: str, path: str, rows: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    found = load(split)
+    found = load(split, grid)
     if rows:
         found = {row: found[row] for row in rows if row in found}
     budgets = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536]
@@ -184,7 +191,7 @@ def plot(split: str, path: str, rows: list[str] | None = None) -> None:
     for row, runs in found.items():
         means = []
         for b in budgets:
-            best = [best_within(cells(r, "scifact"), b, LAYERS[-1]) for r in runs]
+            best = [best_within(cells(r, "scifact"), b, grid.layers[-1]) for r in runs]
             means.append(statistics.mean(c.score for c in best) if all(best) else float("nan"))
         family, rotated = row.removesuffix("_pca"), row.endswith("_pca")
         ax.plot(
