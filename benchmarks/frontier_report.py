@@ -161,8 +161,9 @@ def report(split: str, rows: list[str] | None = None, grid: Grid = MINILM) -> No
         raise SystemExit(f"no raw files under {grid.results / split}")
     issue_cells(found, split, grid)
     last = grid.layers[-1]
+    wide = BUDGETS + [4 * d for d in grid.dims[::-1] if 4 * d > BUDGETS[-1]]  # up to the full float32 vector
     for layer in grid.layers[::-1]:
-        budget_table(found, split, layer, BUDGETS if layer == last else [48, 128, 384, 1536])
+        budget_table(found, split, layer, wide if layer == last else [48, 128, 384, 1536])
     target_table(found, split, grid)
     for task in ("stsb", "sts12") if split == "test" else ("stsb",):
         for layer in grid.layers[::-1]:
@@ -186,6 +187,7 @@ def plot(split: str, path: str, rows: list[str] | None = None, grid: Grid = MINI
     if rows:
         found = {row: found[row] for row in rows if row in found}
     budgets = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536]
+    budgets += [4 * d for d in grid.dims[::-1] if 4 * d > budgets[-1]]  # up to the full float32 vector
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     families = list(dict.fromkeys(row.removesuffix("_pca") for row in found))
     for row, runs in found.items():
