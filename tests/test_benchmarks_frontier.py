@@ -35,9 +35,9 @@ def test_a_grid_is_scored_at_its_own_exits_and_from_one_encoding(
 
     raw = json.loads((tmp_path / "res" / "test" / "untrained" / "seed0.json").read_text())
     assert raw["provenance"]["backbone"] == "tiny" and raw["results"]["layers"] == [1, 2]
-    assert set(load_file(str(tmp_path / "c" / "untrained_seed0.safetensors"))) == {"L1", "L2"}
     # The cache holds the model's own pooled vectors at the grid's exits (one encoding serves every row and split) ...
     cached = load_file(str(tmp_path / "c" / "untrained_seed0.safetensors"))
+    assert set(cached) == {"L1", "L2"}
     texts = json.loads((tmp_path / "c" / "untrained_seed0.json").read_text())[:40]
     model, tokenizer = frontier.load_model(tiny_backbone)
     model.config.normalize = False
@@ -68,3 +68,13 @@ def test_the_mpnet_grid_scores_quality_py_rows_at_a_quarter_of_its_depth(frontie
     assert frontier.model_path("st_matryoshka", 43, mpnet).name == "model"  # sentence-transformers peers save there
     assert frontier.raw_file("test", "untrained", 42, mpnet) == mpnet.results / "test" / "untrained" / "seed0.json"
     assert mpnet.results != frontier.GRIDS["minilm"].results and mpnet.cache != frontier.GRIDS["minilm"].cache
+
+
+def test_each_grid_is_the_shape_the_quality_benchmark_derives(frontier, minilm_path: str, tmp_path: Path) -> None:
+    """The grids are written out so the report runs without the weights; ``quality_registry.shape`` owns the rule."""
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("mpnet", hidden_size=768, num_hidden_layers=12).save_pretrained(tmp_path)
+    for name, path in (("minilm", minilm_path), ("mpnet", str(tmp_path))):
+        dims, layers = frontier.quality.shape(path)
+        assert (frontier.GRIDS[name].dims, frontier.GRIDS[name].layers) == (dims[::-1], layers)
