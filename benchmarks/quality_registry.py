@@ -176,6 +176,9 @@ METHODS: dict[str, list[str] | str | dict | None] = {
     # and with its batch of 32 gradient-cached in mini-batches of 8 (the same objective, other dropout masks)
     "t_final_grouped": [*T_FINAL, "--train_sampling_strategy", "group_by_length"],
     "t_final_cached": [*T_FINAL, "--cache_mini_batch_size", "8"],
+    # issue 30: the shipped recipe through LoRA adapters (r 16, alpha 32; recipes/mpnet-lora.yaml), merged into the
+    # saved model; lr 1e-4, the recipe's value for adapters (not selected on dev)
+    "t_final_lora": [*T_FINAL, "--use_lora", "true", "--lora_r", "16", "--lora_alpha", "32", "--learning_rate", "1e-4"],
     # issue 14, no labels (recipes/matryoshkafy-exits.yaml): the frozen teacher as the only signal, rotation first
     # (tau pinned to 0.2, what these rows ran with: the recipe now sets round 2's pick, 0.05)
     "nolabel_teacher": {"recipe": "matryoshkafy-exits.yaml", "args": ["--teacher_temperature", "0.2"]},

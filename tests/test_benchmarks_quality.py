@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 QUALITY = Path(__file__).parent.parent / "benchmarks" / "quality.py"
 TABLES = QUALITY.parent / "tables.py"
@@ -79,7 +80,7 @@ def test_clean_split_scores_the_test_models_without_training_pairs(tiny_backbone
     runs, results = tmp_path / "runs", tmp_path / "results"
     base = [sys.executable, str(QUALITY), "--runs", str(runs), "--results", str(results), "run"]
     tiny = ["--model", tiny_backbone, "--max_steps", "2"]
-    for split, methods in (("test", ["mrl"]), ("test_clean", ["untrained", "mrl"])):
+    for split, methods in (("test", ["mrl", "t_final_lora"]), ("test_clean", ["untrained", "mrl", "t_final_lora"])):
         proc = subprocess.run(
             [*base, "--split", split, *tiny, "--methods", *methods],
             capture_output=True,
@@ -93,6 +94,19 @@ def test_clean_split_scores_the_test_models_without_training_pairs(tiny_backbone
     trained = json.loads((results / "test" / "mrl" / "seed42.json").read_text())
     clean = json.loads((results / "test_clean" / "mrl" / "seed42.json").read_text())
     assert clean["provenance"]["split"] == "test_clean"
+    # The LoRA row saves its adapter and the merged model, which test_clean loads as any other row's.
+    lora_run = runs / "test" / "t_final_lora" / "seed42"
+    assert (lora_run / "adapter" / "adapter_config.json").is_file()
+    with (
+        safe_open(str(lora_run / "model.safetensors"), "pt") as f,
+        safe_open(str(Path(tiny_backbone) / "model.safetensors"), "pt") as start,
+    ):
+        assert not [k for k in f.keys() if "lora_" in k] and "output_rotation.matrix" in f.keys()
+        query, embeddings = "encoder.layer.0.attention.self.query.weight", "embeddings.word_embeddings.weight"
+        assert not f.get_tensor(f"backbone.{query}").equal(start.get_tensor(query))  # the adapter, merged
+        assert f.get_tensor(f"backbone.{embeddings}").equal(start.get_tensor(embeddings))  # frozen under LoRA
+    lora_clean = json.loads((results / "test_clean" / "t_final_lora" / "seed42.json").read_text())
+    assert lora_clean["tasks"]["stsb"]["num_examples"] == clean["tasks"]["stsb"]["num_examples"]
     train_pairs = {pair_key(r["sentence1"], r["sentence2"]) for r in load_benchmark("stsb", split="train")}
     snli = load_benchmark("snli", split="train")
     train_pairs |= {pair_key(r[a], r[b]) for r in snli for a, b in (("anchor", "positive"), ("anchor", "negative"))}
