@@ -11,6 +11,7 @@ from pathlib import Path
 
 import quality_registry as registry
 import yaml
+from provenance import provenance  # imported here so its commit is the checkout's when the benchmark starts
 from quality_registry import (
     CLEAN,
     METHODS,
@@ -227,8 +228,6 @@ def archive(out: Path, split: str, method: str) -> Path:
     """Copy a run's eval_results.json to RESULTS/<split>/<method>/<seed>.json (the committed raw data), with what
     produced it under ``"provenance"`` (method, seed, split, the resolved recipe or peer spec, commit, versions,
     machine, date). A raw file that exists is kept, never overwritten."""
-    from provenance import provenance
-
     target = registry.RESULTS / split / method / f"{out.name}.json"
     if target.is_file():
         print(f"kept {target}: a raw file is never overwritten", flush=True)
